@@ -35,12 +35,26 @@ class XrunError(Exception):
         self.where = where
         self.path = path
         self.hint = hint
-        super().__init__(self.format())
+        self.others: list[XrunError] = []
+        super().__init__(self.line())
 
-    def format(self) -> str:
+    @classmethod
+    def group(cls, errors: list["XrunError"]) -> "XrunError":
+        """One error that reports several problems, one line each, the first one first."""
+        first = errors[0]
+        first.others = list(errors[1:])
+        return first
+
+    def line(self) -> str:
         parts = [str(p) for p in (self.where, self.path) if p]
         text = self.message if not self.hint else f"{self.message}; {self.hint}"
         return ": ".join(parts + [text])
+
+    def format(self) -> str:
+        return "\n".join([self.line()] + [e.line() for e in self.others])
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

@@ -1,0 +1,50 @@
+"""Describe a built model for people and for machines: per-layer rows and parameter totals."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def model_info(model, graph) -> dict:
+    """Totals and one row per layer: name, type, inputs, output shape, parameter count."""
+    # Rows follow the YAML's order (Keras may list parallel branches in another order).
+    rows = [model.get_layer(n.name) for n in graph.nodes]
+    first = [] if model.layers[0].name != "input" else [_layer_row(model.layers[0], [])]
+    layers = first + [_layer_row(layer, n.inputs) for layer, n in zip(rows, graph.nodes)]
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    total = model.count_params()
+    return {"name": model.name, "total_params": total, "trainable_params": trainable,
+            "non_trainable_params": total - trainable, "layers": layers}
+
+
+def _layer_row(layer, inputs: list[str]) -> dict:
+    return {"name": layer.name, "type": type(layer).__name__, "inputs": inputs,
+            "output_shape": _shape(layer.output.shape), "params": layer.count_params()}
+
+
+def _shape(shape) -> list:
+    return [None if d is None else int(d) for d in shape]
+
+
+def shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def print_model_table(info: dict, title: str, console: Console | None = None) -> None:
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    graph = any(len(row["inputs"]) > 1 or row["inputs"] != [prev["name"]]
+                for prev, row in zip([{"name": "input"}] + info["layers"], info["layers"]) if row["inputs"])
+    table = Table(title=title, title_justify="left")
+    for column in ["Layer", "Type", *(["Inputs"] if graph else []), "Output shape", "Params"]:
+        table.add_column(column, justify="right" if column == "Params" else "left", no_wrap=column != "Inputs")
+    for row in info["layers"]:
+        cells = [row["name"], row["type"], *([", ".join(row["inputs"])] if graph else []),
+                 shape_text(row["output_shape"]), f"{row['params']:,}"]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(f"Total params: {info['total_params']:,}   Trainable: {info['trainable_params']:,}   "
+                  f"Non-trainable: {info['non_trainable_params']:,}")

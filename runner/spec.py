@@ -1,0 +1,224 @@
+"""Load an experiment: read the YAML, follow `extends`, apply `--set` overrides, check it, expand its model graph.
+
+Nothing here imports TensorFlow, so `xrun validate` stays fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import schema
+from .errors import Location, XrunError, did_you_mean
+from .graph import Graph, build_graph
+from .source import Locations, Path_, dotted, parse, read_text
+
+MAX_EXTENDS = 32
+
+
+@dataclass
+class Spec:
+    """A checked experiment, ready for the compiler and the trainer."""
+
+    path: Path                 # the experiment file
+    text: str                  # that file as written
+    document: dict             # resolved: extends merged, overrides applied, schema defaults filled
+    locs: Locations
+    files: list[Path]          # the file, then each base it extends
+    overrides: list[str]
+    graph: Graph
+
+    @property
+    def name(self) -> str:
+        return self.document["name"]
+
+    def locate(self, path: Path_, key: bool = False) -> Location | None:
+        return self.locs.of(path, key=key)
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
+    """Everything `xrun validate` checks, in order; raises XrunError with the file position of the first problem."""
+    path = Path(path)
+    document, locs, files = _load_with_bases(path, [])
+    for text in overrides:
+        _apply_override(document, locs, text)
+    locate = locs.of
+    schema.check(document, locate)
+    document = schema.default_sections(document)
+    graph = build_graph(document["model"], locate, merge_types())
+    _check_layers(graph, locate)
+    _check_consistency(document, locate)
+    return Spec(path, read_text(path), document, locs, files, list(overrides), graph)
+
+
+def merge_types() -> set[str]:
+    """Layers that take several inputs: the schema marks them with `x-merge`."""
+    layers = schema.definition("#/$defs/layers")
+    return {name for name, sub in layers.items() if sub.get("x-merge")}
+
+
+# --- extends ---------------------------------------------------------------------------------------------
+
+def _load_with_bases(path: Path, chain: list[Path]) -> tuple[dict, Locations, list[Path]]:
+    document, locs = parse(read_text(path), str(path))
+    base_ref = document.pop("extends", None)
+    if base_ref is None:
+        return document, locs, [path]
+    base_path = _resolve_base(path, base_ref, locs, chain)
+    base, base_locs, files = _load_with_bases(base_path, chain + [path.resolve()])
+    merged, dropped = _merge(base, document, ())
+    for prefix in dropped:
+        base_locs = _without(base_locs, prefix)
+    base_locs.update(locs)
+    return merged, base_locs, [path] + files
+
+
+def _resolve_base(path: Path, ref, locs: Locations, chain: list[Path]) -> Path:
+    where = locs.of(("extends",))
+    if not isinstance(ref, str) or not ref:
+        raise XrunError("extends must be a file path", where=where, path="extends",
+                        hint="e.g. extends: base/seed004.yaml")
+    base = (path.parent / ref)
+    if not base.is_file():
+        what = "is a directory" if base.is_dir() else "does not exist"
+        raise XrunError(f"the base file '{ref}' {what}", where=where, path="extends",
+                        hint=f"the path is relative to {path.parent or '.'}/")
+    if base.resolve() in chain + [path.resolve()]:
+        loop = " -> ".join(p.name for p in chain + [path.resolve(), base.resolve()])
+        raise XrunError(f"extends goes round in a circle: {loop}", where=where, path="extends",
+                        hint="remove one of the extends")
+    if len(chain) >= MAX_EXTENDS:
+        raise XrunError(f"more than {MAX_EXTENDS} levels of extends", where=where, path="extends")
+    return base
+
+
+def _merge(base, over, path: Path_) -> tuple:
+    """Deep-merge `over` onto `base` (mappings merge unless their `type` differs; the rest replaces; null deletes).
+
+    Also returns the paths whose base content was replaced, so their old locations can be dropped.
+    """
+    if not (isinstance(base, dict) and isinstance(over, dict)) or _other_type(base, over):
+        return copy.deepcopy(over), [path]
+    out, dropped = copy.deepcopy(base), []
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+            dropped.append(path + (key,))
+        elif key in out:
+            out[key], more = _merge(out[key], value, path + (key,))
+            dropped += more
+        else:
+            out[key] = copy.deepcopy(value)
+    return out, dropped
+
+
+def _other_type(base: dict, over: dict) -> bool:
+    """A mapping that names another `type` (say Adam over Yogi) replaces the base's: their arguments differ."""
+    return "type" in over and base.get("type", over["type"]) != over["type"]
+
+
+def _without(locs: Locations, prefix: Path_) -> Locations:
+    n = len(prefix)
+    return Locations({p: l for p, l in locs.values.items() if p[:n] != prefix},
+                     {p: l for p, l in locs.keys.items() if p[:n] != prefix or len(p) == n})
+
+
+# --- overrides -------------------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+|\[\d+\])*")
+
+
+def _apply_override(document: dict, locs: Locations, text: str) -> None:
+    """Apply `--set a.b[2].c=value`; the value is read as YAML, then typed by the schema."""
+    where = Location(f"--set {text}")
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise XrunError("expected KEY=VALUE", where=where, hint="e.g. --set training.epochs=3")
+    path = _parse_key(key.strip(), where)
+    value = _typed_value(path, raw, where)
+    _set_path(document, path, value, where)
+    for p in [p for p in locs.values if p[:len(path)] == path]:
+        del locs.values[p]
+    locs.values[path] = where
+    locs.keys[path] = where
+
+
+def _parse_key(key: str, where: Location) -> Path_:
+    if not _KEY.fullmatch(key):
+        raise XrunError(f"'{key}' is not a key path", where=where, hint="e.g. training.epochs or model.layers[0].filters")
+    return tuple(int(index) if index else int(name) if name.isdigit() else name
+                 for name, index in _SEGMENT.findall(key))
+
+
+def _typed_value(path: Path_, raw: str, where: Location):
+    value = _parse_scalar(raw, where)
+    if any(isinstance(p, int) for p in path):
+        return value  # inside a list (e.g. a layer): the full schema check types it
+    sub = schema.property_schema(path)
+    if sub is None:
+        parent = path[:-1]
+        hint = did_you_mean(str(path[-1]), schema.known_keys(parent)) or (
+            "known keys here: " + ", ".join(schema.known_keys(parent)) if schema.known_keys(parent) else None)
+        raise XrunError(f"unknown key '{dotted(path)}'", where=where, hint=hint)
+    wants_text = sub.get("type") == "string" or all(isinstance(v, str) for v in sub.get("enum", [0]))
+    return raw if wants_text and not isinstance(value, str) else value
+
+
+def _parse_scalar(raw: str, where: Location):
+    try:
+        document, _ = parse(f"v: {raw}" if raw.strip() else "v: ''", str(where))
+    except XrunError as exc:
+        raise XrunError(f"the value is not valid YAML ({exc.message})", where=where) from None
+    return document["v"]
+
+
+def _set_path(document: dict, path: Path_, value, where: Location) -> None:
+    node = document
+    for i, part in enumerate(path[:-1]):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise XrunError(f"{dotted(path[:i])} has no item [{part}]", where=where)
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise XrunError(f"{dotted(path[:i])} is not a mapping", where=where)
+            node = node.setdefault(part, {})
+    last = path[-1]
+    if isinstance(last, int) and (not isinstance(node, list) or last >= len(node)):
+        raise XrunError(f"{dotted(path[:-1])} has no item [{last}]", where=where)
+    node[last] = value
+
+
+# --- checks after expansion ------------------------------------------------------------------------------
+
+def _check_layers(graph: Graph, locate) -> None:
+    """Check each expanded layer (block contents only become concrete here) against the layer schema."""
+    for node in graph.nodes:
+        instance = {"type": node.type, **node.args}
+
+        def node_locate(p, key=False, node=node):
+            return locate(node.origin + tuple(p), key)
+
+        def node_shown(p, node=node):
+            return dotted(node.origin + tuple(p)) + (f" (in {node.via})" if node.via else "")
+
+        schema.check(instance, node_locate, "#/$defs/layer", node_shown)
+
+
+def _check_consistency(document: dict, locate) -> None:
+    """Rules that span sections, which a schema cannot say."""
+    lr = document["optimizer"].get("learning_rate")
+    callbacks = document.get("callbacks") or []
+    for i, cb in enumerate(callbacks):
+        path = ("callbacks", i, "type")
+        if cb["type"] == "ReduceLROnPlateau" and isinstance(lr, dict):
+            raise XrunError("ReduceLROnPlateau cannot change a learning-rate schedule", where=locate(path),
+                            path=dotted(path), hint="use a fixed optimizer.learning_rate, or drop this callback")
+        monitor = cb.get("monitor", "val_loss" if cb["type"] != "TerminateOnNaN" else "loss")
+        if monitor.startswith("val_") and document["data"].get("validation") == "none":
+            raise XrunError(f"{cb['type']} monitors '{monitor}' but data.validation is 'none'",
+                            where=locate(path), path=dotted(path),
+                            hint="monitor 'loss', or validate on a split or the test set")
