@@ -80,6 +80,51 @@ def summary(file, overrides, fmt):
         report.print_model_table(info, title=f"{spec.name}  ({file})")
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--tracking-uri", metavar="URI", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, "
+              "else sqlite under ./mlruns).")
+@click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Folder with the dataset files "
+              "(also $XRUN_DATA_DIR).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display; just the final summary.")
+def run(file, overrides, tracking_uri, data_dir, quiet):
+    """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`)."""
+    from .spec import load_spec
+
+    spec = load_spec(file, overrides)
+    import_tensorflow()
+    from . import tracking
+    from .train import run_experiment
+
+    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet)
+    click.echo(_run_summary(spec.name, result, tracking.ui_command(result.tracking_uri)))
+
+
+def _run_summary(name: str, result, ui: str) -> str:
+    best = (f"best epoch {result.best_epoch}" + (f" (val_accuracy {result.best_val_accuracy:.4f})"
+                                                if result.best_val_accuracy is not None else "")
+            if result.best_epoch else "no epoch completed")
+    return (f"{name}: test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; {best}; "
+            f"{result.epochs_run} epochs in {result.wall_seconds:.1f}s\n"
+            f"MLflow run {result.run_id}  (see it: {ui})")
+
+
+@cli.group()
+def data():
+    """Datasets: fetch them ahead of time (for machines that will train without network)."""
+
+
+@data.command()
+@click.argument("dataset")
+@click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Where to put it (default: Keras's cache).")
+def pull(dataset, data_dir):
+    """Make sure a verified copy of DATASET (mnist, fashion_mnist) is on this machine."""
+    from .data import pull as pull_dataset
+
+    click.echo(pull_dataset(dataset, data_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and maps the project's error type (and Ctrl-C) to exit codes."""
     try:

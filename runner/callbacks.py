@@ -1,0 +1,113 @@
+"""xrun's own Keras callbacks: epoch timing, per-epoch tracking, NaN detection and the terminal display."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Adds learning_rate, epoch_seconds and images_per_second to each epoch's logs (so History keeps them)."""
+
+    def __init__(self, train_examples: int):
+        super().__init__()
+        self.train_examples = train_examples
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        logs["epoch_seconds"] = seconds
+        logs["images_per_second"] = self.train_examples / seconds if seconds > 0 else 0.0
+
+
+def current_learning_rate(optimizer) -> float:
+    # A schedule's value depends on the step; Keras's `learning_rate` property evaluates it at the current one.
+    return float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+
+class TrackEpochs(keras.callbacks.Callback):
+    """Sends each epoch's logs to the tracking run, one batch of metrics per epoch (never per step)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+        self.epochs_done = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run.log_metrics(dict(logs or {}), step=epoch + 1)
+        self.epochs_done = epoch + 1
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite loss and remembers where, so the run can end FAILED."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.where: str | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = f"epoch {self.epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+
+
+class Display(keras.callbacks.Callback):
+    """Live progress bars with metrics in a terminal; one plain line per epoch otherwise (CI logs)."""
+
+    SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, epochs: int, steps_per_epoch: int, console: Console, quiet: bool = False):
+        super().__init__()
+        self.epochs, self.steps, self.console, self.quiet = epochs, steps_per_epoch, console, quiet
+        self.live = console.is_terminal and not quiet
+        self.bars: Progress | None = None
+
+    def on_train_begin(self, logs=None):
+        if self.live:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"),
+                                 console=self.console, transient=False)
+            self.bars.start()
+            self.epoch_bar = self.bars.add_task("epochs", total=self.epochs, metrics="")
+            self.step_bar = self.bars.add_task("steps ", total=self.steps, metrics="")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bars:
+            self.bars.reset(self.step_bar, total=self.steps, metrics="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bars:
+            self.bars.update(self.step_bar, completed=batch + 1, metrics=_metric_text(logs, self.SHOWN[:2]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        line = (f"epoch {epoch + 1}/{self.epochs}  {_metric_text(logs, self.SHOWN)}  "
+                f"{logs.get('epoch_seconds', 0):.1f}s  {logs.get('images_per_second', 0):,.0f} img/s")
+        if self.bars:
+            self.bars.update(self.epoch_bar, completed=epoch + 1, metrics=_metric_text(logs, self.SHOWN[2:]))
+            self.bars.console.print(line, soft_wrap=True)
+        elif not self.quiet:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def on_train_end(self, logs=None):
+        if self.bars:
+            self.bars.stop()
+            self.bars = None
+
+
+def _metric_text(logs, keys) -> str:
+    logs = logs or {}
+    return "  ".join(f"{k} {float(logs[k]):.4f}" for k in keys if k in logs)

@@ -1,0 +1,175 @@
+"""Everything xrun records in MLflow goes through here; no other module imports mlflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from .errors import XrunError
+
+STORE_DIR = Path("mlruns")
+MAX_PARAM_CHARS = 6000   # MLflow's limit on a param value
+PARAMS_PER_BATCH = 100   # MLflow's limit on params in one request
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the project's SQLite store under ./mlruns."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STORE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Keep artifacts beside the default SQLite store (under mlruns/), not in MLflow's ./mlartifacts."""
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).parent.name == STORE_DIR.name:
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_root(uri))
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our look-up and our create: use theirs.
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(config, prefix: str = "") -> dict[str, str]:
+    """Dotted keys for a nested config: {'optimizer.learning_rate': '0.001', 'model.layers.0.filters': '32'}."""
+    if isinstance(config, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in config.items()]
+    elif isinstance(config, list) and any(isinstance(v, (dict, list)) for v in config):
+        items = [(f"{prefix}.{i}", v) for i, v in enumerate(config)]  # MLflow keys allow no brackets
+    else:
+        return {prefix: _param_text(config)}
+    out: dict[str, str] = {}
+    for key, value in items:
+        out.update(flatten(value, key))
+    return out
+
+
+def _param_text(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:MAX_PARAM_CHARS]
+
+
+class Run:
+    """One MLflow run: params, per-epoch metrics, artifacts, the model, and how it ended."""
+
+    def __init__(self, uri: str, experiment: str, name: str, description: str = "", tags: dict | None = None,
+                 parent_run_id: str | None = None):
+        mlflow.set_tracking_uri(uri)
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        try:
+            self.experiment_id = _experiment_id(self.client, experiment, uri)
+        except Exception as exc:  # the store or server is not there: say so before anything trains
+            raise XrunError(f"cannot reach the MLflow tracking store at {uri} ({_short(exc)})",
+                            hint="start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or unset it "
+                                 "to use the local store under mlruns/") from None
+        all_tags = {**(tags or {}), "mlflow.note.content": description}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=_tag_texts(all_tags))
+        self.run_id = run.info.run_id
+        self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
+
+    def log_params(self, params: dict) -> None:
+        entities = [mlflow.entities.Param(k[:250], _param_text(v)) for k, v in params.items()]
+        for start in range(0, len(entities), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=entities[start:start + PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: dict) -> None:
+        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(tags).items()])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        """Numbers only; NaN and infinities are logged too, since a diverging run should show it."""
+        now = _now_ms()
+        entities = [mlflow.entities.Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
+        if entities:
+            self.client.log_batch(self.run_id, metrics=entities)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, value: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, value, name)
+
+    def log_figure(self, figure, name: str) -> None:
+        self.client.log_figure(self.run_id, figure, name)
+
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_model(self, model, example_inputs, predictions) -> str:
+        """The trained Keras model in MLflow's Keras flavour, with its input/output signature."""
+        import keras
+
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example_inputs, predictions)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature,
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
+        return info.model_uri
+
+    def end(self, status: str) -> None:
+        """FINISHED, FAILED or KILLED; a run never stays RUNNING."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _tag_texts(tags: dict) -> dict[str, str]:
+    return {k: str(v)[:5000] for k, v in tags.items() if v is not None}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or hasattr(value, "__float__")
+
+
+def _now_ms() -> int:
+    import time
+    return int(time.time() * 1000)
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200]
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+    return tf.__version__
+
+
+# --- reading runs back (compare, list, tests) -----------------------------------------------------------
+
+def client(uri: str | None = None) -> MlflowClient:
+    return MlflowClient(tracking_uri(uri))
+
+
+def load_logged_model(model_uri: str):
+    return mlflow.keras.load_model(model_uri)
+
+
+def metric_history(run_id: str, key: str, uri: str | None = None) -> list[float]:
+    return [m.value for m in sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
