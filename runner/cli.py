@@ -88,7 +88,9 @@ def summary(file, overrides, fmt):
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Folder with the dataset files "
               "(also $XRUN_DATA_DIR).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display; just the final summary.")
-def run(file, overrides, tracking_uri, data_dir, quiet):
+@click.option("--parent-run-id", hidden=True, help="Nest the run under this MLflow run (used by sweeps).")
+@click.option("--variant", hidden=True, help="The sweep variant this run is (used by sweeps).")
+def run(file, overrides, tracking_uri, data_dir, quiet, parent_run_id, variant):
     """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`)."""
     from .spec import load_spec
 
@@ -97,7 +99,9 @@ def run(file, overrides, tracking_uri, data_dir, quiet):
     from . import tracking
     from .train import run_experiment
 
-    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet)
+    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet,
+                            parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
+                            tags={"xrun.variant": variant} if variant else None)
     click.echo(_run_summary(spec.name, result, tracking.ui_command(result.tracking_uri)))
 
 
@@ -108,6 +112,154 @@ def _run_summary(name: str, result, ui: str) -> str:
     return (f"{name}: test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}; {best}; "
             f"{result.epochs_run} epochs in {result.wall_seconds:.1f}s\n"
             f"MLflow run {result.run_id}  (see it: {ui})")
+
+
+FORMATS = click.Choice(["table", "csv", "json", "markdown"])
+
+
+@cli.command()
+@click.argument("run_ids", nargs=-1)
+@click.option("--experiment", "-e", "experiments", multiple=True, help="MLflow experiment name (repeatable).")
+@click.option("--latest", "-n", type=int, help="Only the newest N runs.")
+@click.option("--where", default="", metavar="FILTER", help="MLflow filter, e.g. \"params.training.batch_size = '64'\".")
+@click.option("--sort", "sort_by", metavar="COLUMN", help="Sort by a column (e.g. test_acc).")
+@click.option("--desc", is_flag=True, help="Sort descending.")
+@click.option("--all-params", is_flag=True, help="Show every param, not only those that differ.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Also write the runs' learning curves, overlaid, to a PNG.")
+@click.option("--config", "config_diff", is_flag=True, help="With two RUN_IDS: diff their resolved YAML.")
+@click.option("--tracking-uri", metavar="URI")
+def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt, plot, config_diff, tracking_uri):
+    """Compare runs side by side: RUN_IDS, or the runs of --experiment, newest first.
+
+    Shows the params that differ between the runs, parameter counts, epochs, accuracies, losses, time and status.
+    """
+    from . import compare as cmp
+    from . import tracking
+
+    if config_diff:
+        click.echo(_config_diff(run_ids, tracking_uri), nl=False)
+        return
+    runs = tracking.find_runs(tracking_uri, experiments=list(experiments) or None, run_ids=list(run_ids) or None,
+                              latest=latest, where=where)
+    if not runs:
+        raise XrunError("no runs to compare", hint="run an experiment first, or check --experiment / --where")
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    histories = {r.run_id: tracking.histories(r.run_id, keys, tracking_uri) for r in runs}
+    table = cmp.sort_rows(cmp.rows(runs, cmp.differing_params(runs, all_params), histories), sort_by, desc)
+    _print_table(table, fmt, cmp)
+    if plot:
+        _plot_runs(runs, histories, plot)
+
+
+def _config_diff(run_ids, tracking_uri) -> str:
+    from . import compare as cmp
+    from . import tracking
+
+    if len(run_ids) != 2:
+        raise XrunError(f"--config compares exactly two runs, got {len(run_ids)}", hint="xrun compare RUN_A RUN_B --config")
+    texts = [tracking.artifact_text(r, "config/resolved.yaml", tracking_uri) for r in run_ids]
+    return cmp.config_diff(texts[0], texts[1], run_ids[0], run_ids[1])
+
+
+def _print_table(table, fmt, cmp) -> None:
+    if fmt == "table":
+        from rich.console import Console
+
+        Console(width=None if sys.stdout.isatty() else 200).print(cmp.rich_table(table))
+    else:
+        click.echo({"csv": cmp.to_csv, "json": cmp.to_json, "markdown": cmp.to_markdown}[fmt](table), nl=False)
+
+
+def _plot_runs(runs, histories, path) -> None:
+    from . import plots
+
+    labels = [f"{r.name} ({r.run_id[:8]})" for r in runs]
+    figure = plots.overlay_curves(list(zip(labels, (histories[r.run_id] for r in runs))))
+    click.echo(f"wrote {plots.save_png(figure, path)}", err=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="Sweep KEY over these values (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Variants to train at once, each in its own process.")
+@click.option("--dry-run", is_flag=True, help="List the variants; train nothing.")
+@click.option("--tracking-uri", metavar="URI")
+@click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Of the final table.")
+def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
+    """Train every variant of FILE (its `sweep:` section and --grid) as child runs of one parent MLflow run.
+
+    A failing variant is recorded FAILED and the others go on; running the same sweep again skips the variants
+    that already FINISHED.
+    """
+    from pathlib import Path
+
+    from . import sweep as sw
+
+    if not dry_run:
+        import_tensorflow()
+    from . import tracking
+
+    uri = tracking.tracking_uri(tracking_uri) if not dry_run else ""
+    report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
+                          dry_run=dry_run)
+    if dry_run:
+        for i, v in enumerate(report.all_variants, 1):
+            click.echo(f"{i:3d}  {v.key}")
+        return
+    _sweep_footer(report, tracking, fmt, uri)
+
+
+def _sweep_footer(report, tracking, fmt, uri) -> None:
+    from . import compare as cmp
+
+    for v in report.skipped:
+        click.echo(f"skipped (already finished): {v.key}", err=True)
+    for o in report.outcomes:
+        if o.status != "FINISHED":
+            click.echo(f"FAILED: {o.variant.key}: {o.error}", err=True)
+    runs = tracking.find_runs(uri, run_ids=None, where=f"tags.mlflow.parentRunId = '{report.parent_id}'")
+    keys = ("val_accuracy",)
+    histories = {r.run_id: tracking.histories(r.run_id, keys, uri) for r in runs}
+    _print_table(cmp.sort_rows(cmp.rows(runs, cmp.differing_params(runs), histories), "name"), fmt, cmp)
+    click.echo(f"sweep parent run {report.parent_id}  (see it: {tracking.ui_command(uri)})", err=True)
+    if any(o.status != "FINISHED" for o in report.outcomes):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--tracking-uri", metavar="URI")
+def ui(host, port, tracking_uri):
+    """Start the MLflow web UI on the project's tracking store."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from . import tracking
+
+    uri = tracking.tracking_uri(tracking_uri)
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    click.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C stops it)", err=True)
+    raise SystemExit(subprocess.call(command, env=os.environ.copy()))
+
+
+@cli.command(name="list")
+@click.argument("folder", default="experiments", type=click.Path(file_okay=False))
+@click.option("--tracking-uri", metavar="URI")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def list_experiments(folder, tracking_uri, fmt):
+    """Every experiment in FOLDER: description, dataset, parameter count and best test accuracy so far."""
+    from . import catalogue
+    from . import compare as cmp
+
+    import_tensorflow()
+    _print_table(catalogue.entries(folder, tracking_uri), fmt, cmp)
 
 
 @cli.group()

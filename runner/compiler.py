@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import re
+
 import keras
 
 from . import registry
 from .data import DATASETS
-from .errors import XrunError
+from .errors import XrunError, did_you_mean
 from .graph import INPUT, Graph, Node
 from .source import dotted
 from .spec import Spec
@@ -48,7 +52,7 @@ def make_layer(node: Node, spec: Spec, output: bool = False) -> keras.layers.Lay
     try:
         return cls(name=node.name, **args)
     except (ValueError, TypeError) as exc:
-        raise _node_error(node, spec, f"{node.type} rejects its arguments: {_first_line(exc)}",
+        raise _node_error(node, spec, f"{cls.__name__} rejects its arguments: {_first_line(exc)}",
                           "check the argument names and values against the Keras documentation") from None
 
 
@@ -60,9 +64,39 @@ def _layer_class(node: Node, args: dict, spec: Spec) -> type:
     if node.type != "KerasLayer":
         return registry.LAYERS[node.type]
     class_name = args.pop("class_name")
-    args.update(args.pop("config", {}) or {})
-    return registry.lookup(registry.KERAS_LAYERS, class_name, "layer",
-                           where=spec.locate(node.origin + ("class_name",)), path=_shown(node, "class_name"))
+    config = args.pop("config", {}) or {}
+    cls = registry.lookup(registry.KERAS_LAYERS, class_name, "layer",
+                          where=spec.locate(node.origin + ("class_name",)), path=_shown(node, "class_name"))
+    _check_config(node, cls, config, spec)
+    args.update(config)
+    return cls
+
+
+def _check_config(node: Node, cls: type, config: dict, spec: Spec) -> None:
+    """Name a misspelt constructor argument at its YAML key (Keras would only say 'unrecognized')."""
+    allowed = init_arguments(cls)
+    for key in config:
+        where = {"where": spec.locate(node.origin + ("config", key), key=True), "path": _shown(node, f"config.{key}")}
+        if key in ("name", "inputs", "type"):
+            raise XrunError(f"'{key}' does not belong in config", **where,
+                            hint=f"write {key}: beside class_name, as for any layer")
+        if key not in allowed:
+            hint = did_you_mean(key, allowed) or "its arguments: " + ", ".join(sorted(allowed - _BASE_ARGS))
+            raise XrunError(f"{cls.__name__} has no argument '{key}'", **where, hint=hint)
+
+
+_BASE_ARGS = {"name", "dtype", "trainable", "autocast", "activity_regularizer"}
+
+
+def init_arguments(cls: type) -> set[str]:
+    """The keyword arguments a layer class takes: its own and those it hands on to its bases."""
+    names = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is not None:
+            names |= {n for n, p in inspect.signature(init).parameters.items()
+                      if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return names
 
 
 def _sequential(spec: Spec, shape: tuple, layers: dict) -> keras.Model:
@@ -73,7 +107,7 @@ def _sequential(spec: Spec, shape: tuple, layers: dict) -> keras.Model:
         try:
             model.add(layers[node.name])
         except (ValueError, TypeError) as exc:
-            raise _shape_error(node, spec, [before], exc) from None
+            raise _shape_error(node, spec, [(node.inputs[0], before)], exc) from None
         before = tuple(layers[node.name].output.shape)
     return model
 
@@ -85,15 +119,92 @@ def _functional(spec: Spec, shape: tuple, layers: dict) -> keras.Model:
         try:
             tensors[node.name] = layers[node.name](inputs if len(inputs) > 1 else inputs[0])
         except (ValueError, TypeError) as exc:
-            raise _shape_error(node, spec, [tuple(t.shape) for t in inputs], exc) from None
+            raise _shape_error(node, spec, [(r, tuple(tensors[r].shape)) for r in node.inputs], exc) from None
     outputs = [tensors[o] for o in spec.graph.outputs]
     return keras.Model(tensors[INPUT], outputs if len(outputs) > 1 else outputs[0], name=spec.name)
 
 
-def _shape_error(node: Node, spec: Spec, shapes: list, exc: Exception) -> XrunError:
-    shown = " and ".join(_shape_text(s) for s in shapes)
-    return _node_error(node, spec, f"{node.type} cannot take input of shape {shown}: {_first_line(exc)}",
-                       "change this layer or the ones before it (xrun summary shows every shape)")
+def _shape_error(node: Node, spec: Spec, inputs: list[tuple[str, tuple]], exc: Exception) -> XrunError:
+    """Why a layer cannot take what it is given, in the YAML's terms where the case is a common one."""
+    kind = node.args.get("class_name", node.type) if node.type == "KerasLayer" else node.type
+    text = _first_line(exc)
+    for explain in (_window_too_big, _wrong_rank, _merge_mismatch, _reshape_size):
+        found = explain(kind, node.args, inputs, text)
+        if found:
+            return _node_error(node, spec, *found)
+    many = len(inputs) > 1
+    hint = ("if it takes one input, merge its inputs first with Concatenate or Add" if many and
+            node.type == "KerasLayer" else "change this layer or the ones before it")
+    return _node_error(node, spec, f"{kind} cannot take {'inputs' if many else 'its input'} "
+                       f"{_named_shapes(inputs)}: {text}", hint)
+
+
+_WINDOWS = {"Conv2D": "kernel_size", "SeparableConv2D": "kernel_size", "DepthwiseConv2D": "kernel_size",
+            "MaxPooling2D": "pool_size", "AveragePooling2D": "pool_size"}
+
+
+def _window_too_big(kind: str, args: dict, inputs: list, text: str):
+    """A kernel or pool larger than the feature map it slides over (with padding 'valid')."""
+    if kind not in _WINDOWS or "zero or negative" not in text:
+        return None
+    key = _WINDOWS[kind]
+    size, dilation = _pair(args.get(key, 2)), _pair(args.get("dilation_rate", 1))
+    shape = inputs[0][1]
+    word = "kernel" if key == "kernel_size" else "pool"
+    span = tuple(d * (k - 1) + 1 for k, d in zip(size, dilation))
+    dilated = f" (dilated to {span[0]}x{span[1]})" if span != size else ""
+    return (f"{kind}'s {size[0]}x{size[1]} {word}{dilated} does not fit its {shape[1]}x{shape[2]} input "
+            f"{_shape_text(shape)}", f"use padding: same, a smaller {key}, or down-sample less before this layer")
+
+
+def _wrong_rank(kind: str, args: dict, inputs: list, text: str):
+    """A layer given a tensor of the wrong number of dimensions: an image layer after Flatten, say."""
+    found = re.search(r"expected (?:min_)?ndim=(\d+), found ndim=(\d+)", text)
+    if not found:
+        return None
+    wanted, got = int(found.group(1)), int(found.group(2))
+    axes = " (batch, height, width, channels)" if wanted == 4 else ""
+    hint = ("put it before Flatten, Dense or global pooling, or Reshape its input" if got < wanted else
+            "Flatten or pool its input first")
+    return f"{kind} needs a {wanted}D input{axes}, got {got}D {_shape_text(inputs[0][1])}", hint
+
+
+def _merge_mismatch(kind: str, args: dict, inputs: list, text: str):
+    """Merged branches whose shapes disagree."""
+    if len(inputs) < 2 or kind not in ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
+                                       "Minimum"):
+        return None
+    got = _named_shapes(inputs)
+    if kind == "Concatenate":
+        axis = args.get("axis", -1)
+        which = "the last (channels)" if axis == -1 else f"axis {axis}"
+        return (f"Concatenate needs inputs that agree on every axis but {which}, got {got}",
+                "make the branches' height and width match (the same padding and strides in each)")
+    return (f"{kind} needs inputs of one shape, got {got}",
+            "make the branches' filters or units and strides match, or give one a 1x1 Conv2D to match the other")
+
+
+def _reshape_size(kind: str, args: dict, inputs: list, text: str):
+    """A Reshape to a different number of values."""
+    if kind != "Reshape" or "total size" not in text:
+        return None
+    shape = inputs[0][1]
+    have = math.prod(d for d in shape[1:] if d is not None)
+    target = list(args.get("target_shape", []))
+    known = math.prod(d for d in target if d != -1)
+    want = f"a multiple of {known}" if -1 in target else str(known)
+    return (f"Reshape cannot turn its input {_shape_text(shape)} ({have:,} values) into target_shape {target} "
+            f"({want} values)", "give target_shape the same number of values; -1 for one axis works it out")
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _named_shapes(inputs: list) -> str:
+    if len(inputs) == 1:
+        return _shape_text(inputs[0][1])
+    return ", ".join(f"{name} {_shape_text(shape)}" for name, shape in inputs)
 
 
 def _shape_text(shape) -> str:
@@ -109,6 +220,12 @@ def _shown(node: Node, key: str | None = None) -> str:
     return dotted(path) + (f" (in {node.via})" if node.via else "")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CALL_PREFIX = re.compile(r"^Exception encountered when calling [\w.]+\(\)\.\s*")
+
+
 def _first_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
+    """Keras's message as one plain line: no terminal colours, no echo of the call's arguments."""
+    text = _ANSI.sub("", str(exc)).split("Arguments received by")[0]
+    text = _CALL_PREFIX.sub("", " ".join(text.split()))
     return text[:300].rstrip(".") + ("..." if len(text) > 300 else "")

@@ -24,6 +24,7 @@ class Node:
     inputs: list[str]
     origin: Path_                 # where the layer is written in the document
     via: str = ""                 # "block 'x' at model.layers[2]" for layers that come from a block
+    scope: dict = field(default_factory=dict)  # the names its `inputs` may use, as written -> full name
 
 
 @dataclass
@@ -37,11 +38,16 @@ class Graph:
 
 
 Locate = Callable[..., "Location | None"]
+CheckItem = Callable[[dict, Path_, str], None]  # (layer or block use, its path, "block 'x' at ..." or "")
 
 
-def build_graph(model: dict, locate: Locate, merge_types: set[str]) -> Graph:
-    """Expand blocks and check every reference; `merge_types` are the layers that take several inputs."""
-    expander = _Expander(model.get("blocks") or {}, locate)
+def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: CheckItem | None = None) -> Graph:
+    """Expand blocks and check every reference; `merge_types` are the layers that take several inputs.
+
+    `check_item` checks each layer and block use as it is expanded: a block's layers are only concrete (their
+    params filled in) here, so only here can they be checked, and they must be before they are used.
+    """
+    expander = _Expander(model.get("blocks") or {}, locate, check_item or (lambda item, path, via: None))
     last = expander.items(model["layers"], ("model", "layers"), INPUT, prefix="", via="", depth=0)
     outputs = _as_list(model.get("outputs")) or [last]
     graph = Graph(expander.nodes, outputs, expander.aliases)
@@ -61,9 +67,10 @@ def snake(type_name: str) -> str:
 class _Expander:
     """Walks layer lists, expanding block uses into prefixed copies of their layers."""
 
-    def __init__(self, blocks: dict, locate: Locate):
+    def __init__(self, blocks: dict, locate: Locate, check_item: CheckItem):
         self.blocks = blocks
         self.locate = locate
+        self.check_item = check_item
         self.nodes: list[Node] = []
         self.aliases: dict[str, str] = {}
         self.taken: set[str] = set()
@@ -71,7 +78,11 @@ class _Expander:
 
     def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int) -> str:
         """Expand a list of layers/blocks; returns the name of the last layer."""
-        renames = {INPUT: prev}
+        for i, item in enumerate(items):
+            self.check_item(item, path + (i,), via)
+        # Every name in the list is known up front, so `inputs` may also name a layer listed further down.
+        renames = {item["name"]: f"{prefix}{item['name']}" for item in items if item.get("name", INPUT) != INPUT}
+        renames[INPUT] = prev
         for i, item in enumerate(items):
             here = path + (i,)
             if "block" in item:
@@ -84,10 +95,14 @@ class _Expander:
         args = {k: v for k, v in item.items() if k not in ("type", "name", "inputs")}
         name = self.name_for(item.get("name"), item["type"], prefix, renames, path)
         inputs = [renames.get(r, r) for r in _as_list(item.get("inputs"))] or [prev]
-        self.nodes.append(Node(name, item["type"], args, inputs, path, via))
+        self.nodes.append(Node(name, item["type"], args, inputs, path, via, renames))
         return name
 
     def name_for(self, given: str | None, type_name: str, prefix: str, renames: dict, path: Path_) -> str:
+        if given == INPUT:
+            raise XrunError(f"the name '{INPUT}' is taken: it means the model input (in a block, the block's input)",
+                            where=self.locate(path + ("name",)), path=dotted(path + ("name",)),
+                            hint="give this layer another name")
         if given is not None:
             full = f"{prefix}{given}"
             if full in self.taken:
@@ -194,9 +209,11 @@ class _Checker:
     def check_references(self, node: Node) -> None:
         for ref in node.inputs:
             if ref != INPUT and ref not in self.by_name:
-                known = [INPUT, *self.by_name, *self.graph.aliases]
+                known = [*node.scope, *self.by_name, *self.graph.aliases]
+                where = "the layers of this block, or 'input' (the block's input)" if node.via else \
+                    "the layers of this model, or 'input'"
                 raise self.error(node, "inputs", f"unknown layer '{ref}' in inputs",
-                                 did_you_mean(ref, known) or "inputs name layers of this model, or 'input'")
+                                 did_you_mean(ref, known) or f"inputs name {where}")
             if ref == node.name:
                 raise self.error(node, "inputs", f"layer '{node.name}' takes its own output",
                                  "a layer's inputs must be other layers")

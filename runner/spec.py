@@ -47,8 +47,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
     locate = locs.of
     schema.check(document, locate)
     document = schema.default_sections(document)
-    graph = build_graph(document["model"], locate, merge_types())
-    _check_layers(graph, locate)
+    graph = build_graph(document["model"], locate, merge_types(), _item_checker(locate))
     _check_consistency(document, locate)
     return Spec(path, read_text(path), document, locs, files, list(overrides), graph)
 
@@ -138,10 +137,14 @@ def _apply_override(document: dict, locs: Locations, text: str) -> None:
     if not sep or not key.strip():
         raise XrunError("expected KEY=VALUE", where=where, hint="e.g. --set training.epochs=3")
     path = _parse_key(key.strip(), where)
-    value = _typed_value(path, raw, where)
-    _set_path(document, path, value, where)
-    for p in [p for p in locs.values if p[:len(path)] == path]:
-        del locs.values[p]
+    if path[0] == "extends":
+        raise XrunError("extends cannot be set from the command line (the bases are already merged)", where=where,
+                        hint="edit extends in the file, or set the values you want to change")
+    value = _typed_value(document, path, raw, where)
+    replaced = _set_path(document, path, value, where)
+    for table in (locs.values, locs.keys):
+        for p in [p for p in table if p[:len(replaced)] == replaced and len(p) > len(replaced) - (replaced == path)]:
+            del table[p]
     locs.values[path] = where
     locs.keys[path] = where
 
@@ -153,18 +156,28 @@ def _parse_key(key: str, where: Location) -> Path_:
                  for name, index in _SEGMENT.findall(key))
 
 
-def _typed_value(path: Path_, raw: str, where: Location):
+def _typed_value(document: dict, path: Path_, raw: str, where: Location):
+    """The value read as YAML, but kept as the text typed where the schema wants text (`name=123`)."""
     value = _parse_scalar(raw, where)
-    if any(isinstance(p, int) for p in path):
-        return value  # inside a list (e.g. a layer): the full schema check types it
-    sub = schema.property_schema(path)
-    if sub is None:
-        parent = path[:-1]
-        hint = did_you_mean(str(path[-1]), schema.known_keys(parent)) or (
-            "known keys here: " + ", ".join(schema.known_keys(parent)) if schema.known_keys(parent) else None)
-        raise XrunError(f"unknown key '{dotted(path)}'", where=where, hint=hint)
+    sub = _known_path(document, path, where)
     wants_text = sub.get("type") == "string" or all(isinstance(v, str) for v in sub.get("enum", [0]))
-    return raw if wants_text and not isinstance(value, str) else value
+    return raw if wants_text and not isinstance(value, (str, dict, list)) else value
+
+
+def _known_path(document: dict, path: Path_, where: Location) -> dict:
+    """The schema of `path`, or an error that names the first part of it the schema does not know."""
+    for n in range(1, len(path) + 1):
+        sub = schema.property_schema(path[:n], document)
+        if sub is not None:
+            continue
+        parent, part = path[:n - 1], path[n - 1]
+        if isinstance(part, int):
+            raise XrunError(f"{dotted(parent)} is not a list", where=where, hint=f"remove [{part}]")
+        keys = schema.known_keys(parent, document)
+        hint = did_you_mean(part, keys) or ("known keys here: " + ", ".join(keys) if keys else
+                                            f"{dotted(parent)} holds a single value, not keys" if parent else None)
+        raise XrunError(f"unknown key '{dotted(path[:n])}'", where=where, hint=hint)
+    return sub
 
 
 def _parse_scalar(raw: str, where: Location):
@@ -175,7 +188,8 @@ def _parse_scalar(raw: str, where: Location):
     return document["v"]
 
 
-def _set_path(document: dict, path: Path_, value, where: Location) -> None:
+def _set_path(document: dict, path: Path_, value, where: Location) -> Path_:
+    """Set the value at `path`; returns the path whose old content is gone (a new `type` clears its mapping)."""
     node = document
     for i, part in enumerate(path[:-1]):
         if isinstance(part, int):
@@ -189,23 +203,31 @@ def _set_path(document: dict, path: Path_, value, where: Location) -> None:
     last = path[-1]
     if isinstance(last, int) and (not isinstance(node, list) or last >= len(node)):
         raise XrunError(f"{dotted(path[:-1])} has no item [{last}]", where=where)
+    if last == "type" and isinstance(node, dict) and node.get("type", value) != value:
+        # As with extends: another type (Adam for Adadelta) takes other arguments, so the old ones go;
+        # a layer keeps its place in the graph.
+        kept = {k: node[k] for k in ("name", "inputs") if k in node}
+        node.clear()
+        node.update({last: value, **kept})
+        return path[:-1]
     node[last] = value
+    return path
 
 
 # --- checks after expansion ------------------------------------------------------------------------------
 
-def _check_layers(graph: Graph, locate) -> None:
-    """Check each expanded layer (block contents only become concrete here) against the layer schema."""
-    for node in graph.nodes:
-        instance = {"type": node.type, **node.args}
+def _item_checker(locate):
+    """Checks one layer or block use, params filled in, against the schema, as the graph expands it."""
+    def check(item: dict, origin: Path_, via: str) -> None:
+        def shown(p) -> str:
+            return dotted(origin + tuple(p)) + (f" (in {via})" if via else "")
 
-        def node_locate(p, key=False, node=node):
-            return locate(node.origin + tuple(p), key)
-
-        def node_shown(p, node=node):
-            return dotted(node.origin + tuple(p)) + (f" (in {node.via})" if node.via else "")
-
-        schema.check(instance, node_locate, "#/$defs/layer", node_shown)
+        schema.check(item, lambda p, key=False: locate(origin + tuple(p), key), "#/$defs/model_item", shown)
+        refused = item.get("class_name") if item.get("type") == "KerasLayer" else None
+        if refused in schema.REFUSED_LAYERS:
+            raise XrunError(f"the layer '{refused}' is not allowed", where=locate(origin + ("class_name",)),
+                            path=shown(("class_name",)), hint=schema.REFUSED_LAYERS[refused])
+    return check
 
 
 def _check_consistency(document: dict, locate) -> None:

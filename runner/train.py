@@ -104,14 +104,16 @@ def _apply(settings: Settings) -> None:
 
 def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
                    console: Console | None = None, quiet: bool = False,
-                   parent_run_id: str | None = None) -> Result:
+                   parent_run_id: str | None = None, run_name: str | None = None,
+                   tags: dict | None = None) -> Result:
     """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM)."""
     console = console or Console(stderr=True)
     uri = tracking.tracking_uri(tracking_uri)
     settings = settings_for(spec.document["training"])
     document = _resolved(spec, settings)
-    run = tracking.Run(uri, document["tracking"]["experiment"], spec.name, document.get("description", ""),
-                       tags=_static_tags(spec, settings), parent_run_id=parent_run_id)
+    run = tracking.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
+                       document.get("description", ""), tags={**_static_tags(spec, settings), **(tags or {})},
+                       parent_run_id=parent_run_id)
     state, started = _State(), time.perf_counter()
     with _ends_run(run, state):
         _log_inputs(run, spec, document, settings)
@@ -239,8 +241,8 @@ def _log_model_facts(run, model, spec: Spec, splits: pipeline.Splits) -> None:
                     "data.test_examples": len(splits.x_test)})
     summary = []
     model.summary(print_fn=lambda line, **kw: summary.append(line), line_length=110)
-    run.log_text("\n".join(summary), "model/summary.txt")
-    run.log_dict(info, "model/summary.json")
+    run.log_text("\n".join(summary), "model_summary.txt")
+    run.log_dict(info, "model_summary.json")
 
 
 def _fit(run, model, document: dict, settings: Settings, splits, spe: int, state: _State, console, quiet) -> dict:
@@ -281,8 +283,9 @@ def _finish(run, model, document: dict, dataset, splits, history: dict) -> Resul
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_figures(run, document, dataset, splits, history, predicted)
     _log_checkpoints(run)
-    sample = pipeline.to_inputs(splits.x_test[:8])
-    run.log_model(model, sample, model.predict(sample, verbose=0))
+    if document["tracking"].get("log_model", True):
+        sample = pipeline.to_inputs(splits.x_test[:8])
+        run.log_model(model, sample, model.predict(sample, verbose=0))
     return result
 
 

