@@ -34,6 +34,11 @@ def _exponential_steps(args: dict, spe: int, epochs: int) -> dict:
 
 def _cosine_steps(args: dict, spe: int, epochs: int) -> dict:
     warmup = round(args.pop("warmup_epochs", 0) * spe)
+    if warmup and "warmup_target" not in args:
+        # Keras would skip the warm-up silently (it only warms up towards a target) yet still shorten the decay.
+        raise XrunError("warmup_epochs needs warmup_target, the rate the warm-up climbs to",
+                        path="optimizer.learning_rate.warmup_target",
+                        hint="add warmup_target (e.g. 10x initial_learning_rate), or drop warmup_epochs")
     args["decay_steps"] = max(1, epochs * spe - warmup)
     if warmup:
         args["warmup_steps"] = warmup
@@ -41,7 +46,9 @@ def _cosine_steps(args: dict, spe: int, epochs: int) -> dict:
 
 
 def _piecewise_steps(args: dict, spe: int, epochs: int) -> dict:
-    return {"boundaries": [round(b * spe) for b in args["boundaries_epochs"]], "values": args["values"]}
+    # Keras uses values[i] while step <= boundaries[i]; the boundary epoch's first step must already take the new
+    # value, so the last step of the epoch before is the boundary.
+    return {"boundaries": [round(b * spe) - 1 for b in args["boundaries_epochs"]], "values": args["values"]}
 
 
 _SCHEDULE_STEPS = {"ExponentialDecay": _exponential_steps, "CosineDecay": _cosine_steps,

@@ -12,19 +12,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class EpochMetrics(keras.callbacks.Callback):
-    """Adds learning_rate, epoch_seconds and images_per_second to each epoch's logs (so History keeps them)."""
+    """Adds learning_rate, epoch_seconds and images_per_second to each epoch's logs (so History keeps them).
+
+    learning_rate is the rate the epoch trained with: the optimizer's value at the epoch's first step. With a
+    per-epoch schedule that is the epoch's one rate (epoch 1 logs the initial rate); a change made at an epoch's
+    end (ReduceLROnPlateau, a staircase step) shows from the next epoch on.
+    """
 
     def __init__(self, train_examples: int):
         super().__init__()
         self.train_examples = train_examples
         self.started = 0.0
+        self.learning_rate = float("nan")
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.learning_rate = current_learning_rate(self.model.optimizer)
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
-        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        logs["learning_rate"] = self.learning_rate
         logs["epoch_seconds"] = seconds
         logs["images_per_second"] = self.train_examples / seconds if seconds > 0 else 0.0
 

@@ -120,9 +120,9 @@ FORMATS = click.Choice(["table", "csv", "json", "markdown"])
 @cli.command()
 @click.argument("run_ids", nargs=-1)
 @click.option("--experiment", "-e", "experiments", multiple=True, help="MLflow experiment name (repeatable).")
-@click.option("--latest", "-n", type=int, help="Only the newest N runs.")
+@click.option("--latest", "-n", type=click.IntRange(min=1), help="Only the newest N runs.")
 @click.option("--where", default="", metavar="FILTER", help="MLflow filter, e.g. \"params.training.batch_size = '64'\".")
-@click.option("--sort", "sort_by", metavar="COLUMN", help="Sort by a column (e.g. test_acc).")
+@click.option("--sort", "sort_by", metavar="COLUMN", help="Sort by a column (e.g. test_acc, or a param shown).")
 @click.option("--desc", is_flag=True, help="Sort descending.")
 @click.option("--all-params", is_flag=True, help="Show every param, not only those that differ.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
@@ -130,123 +130,165 @@ FORMATS = click.Choice(["table", "csv", "json", "markdown"])
 @click.option("--config", "config_diff", is_flag=True, help="With two RUN_IDS: diff their resolved YAML.")
 @click.option("--tracking-uri", metavar="URI")
 def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt, plot, config_diff, tracking_uri):
-    """Compare runs side by side: RUN_IDS, or the runs of --experiment, newest first.
+    """Compare runs side by side: RUN_IDS (8-character prefixes do; a sweep's parent means its variants), or the
+    runs of --experiment, newest first.
 
-    Shows the params that differ between the runs, parameter counts, epochs, accuracies, losses, time and status.
+    Shows each run's name and id, the params that differ between the runs, parameter count, epochs, losses and
+    accuracies (train, val, best val, test), time and status.
     """
     from . import compare as cmp
-    from . import tracking
 
     if config_diff:
         click.echo(_config_diff(run_ids, tracking_uri), nl=False)
         return
-    runs = tracking.find_runs(tracking_uri, experiments=list(experiments) or None, run_ids=list(run_ids) or None,
-                              latest=latest, where=where)
-    if not runs:
-        raise XrunError("no runs to compare", hint="run an experiment first, or check --experiment / --where")
-    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-    histories = {r.run_id: tracking.histories(r.run_id, keys, tracking_uri) for r in runs}
-    table = cmp.sort_rows(cmp.rows(runs, cmp.differing_params(runs, all_params), histories), sort_by, desc)
-    _print_table(table, fmt, cmp)
+    runs = cmp.select(list(run_ids), list(experiments), latest, where, tracking_uri)
+    _print_table(cmp.sort_rows(cmp.table(runs, all_params, tracking_uri), sort_by, desc), fmt, cmp)
     if plot:
-        _plot_runs(runs, histories, plot)
+        _plot_runs(runs, plot, tracking_uri)
 
 
 def _config_diff(run_ids, tracking_uri) -> str:
     from . import compare as cmp
-    from . import tracking
 
-    if len(run_ids) != 2:
-        raise XrunError(f"--config compares exactly two runs, got {len(run_ids)}", hint="xrun compare RUN_A RUN_B --config")
-    texts = [tracking.artifact_text(r, "config/resolved.yaml", tracking_uri) for r in run_ids]
-    return cmp.config_diff(texts[0], texts[1], run_ids[0], run_ids[1])
+    return cmp.config_diff(list(run_ids), tracking_uri)
 
 
-def _print_table(table, fmt, cmp) -> None:
+def _print_table(table, fmt, cmp, title: str = "") -> None:
     if fmt == "table":
         from rich.console import Console
 
-        Console(width=None if sys.stdout.isatty() else 200).print(cmp.rich_table(table))
+        Console(width=None if sys.stdout.isatty() else 200).print(cmp.rich_table(table, title))
     else:
         click.echo({"csv": cmp.to_csv, "json": cmp.to_json, "markdown": cmp.to_markdown}[fmt](table), nl=False)
 
 
-def _plot_runs(runs, histories, path) -> None:
+def _plot_runs(runs, path, tracking_uri) -> None:
+    from . import compare as cmp
     from . import plots
 
-    labels = [f"{r.name} ({r.run_id[:8]})" for r in runs]
-    figure = plots.overlay_curves(list(zip(labels, (histories[r.run_id] for r in runs))))
+    figure = plots.overlay_curves(cmp.curves(runs, tracking_uri), title=f"{len(runs)} runs")
     click.echo(f"wrote {plots.save_png(figure, path)}", err=True)
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=True))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="Sweep KEY over these values (repeatable).")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="Sweep KEY over these values (repeatable; "
+              "replaces that key's grid in the YAML).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Variants to train at once, each in its own process.")
-@click.option("--dry-run", is_flag=True, help="List the variants; train nothing.")
+@click.option("--dry-run", is_flag=True, help="Check and list the variants; train nothing (and load no TensorFlow).")
 @click.option("--tracking-uri", metavar="URI")
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Of the final table.")
 def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
     """Train every variant of FILE (its `sweep:` section and --grid) as child runs of one parent MLflow run.
 
-    A failing variant is recorded FAILED and the others go on; running the same sweep again skips the variants
-    that already FINISHED.
+    A failing variant is recorded FAILED and the others go on (the command then exits 1); running the same sweep
+    again reuses its parent run, skips the variants that already FINISHED and retries the others.
     """
     from pathlib import Path
 
     from . import sweep as sw
 
-    if not dry_run:
-        import_tensorflow()
-    from . import tracking
-
-    uri = tracking.tracking_uri(tracking_uri) if not dry_run else ""
-    report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
-                          dry_run=dry_run)
     if dry_run:
-        for i, v in enumerate(report.all_variants, 1):
+        for i, v in enumerate(sw.plan(Path(file), list(overrides), list(grid)), 1):
             click.echo(f"{i:3d}  {v.key}")
         return
+    import_tensorflow()
+    from . import tracking
+
+    uri = tracking.tracking_uri(tracking_uri)
+    report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
+                          progress=lambda line: click.echo(line, err=True))
     _sweep_footer(report, tracking, fmt, uri)
 
 
 def _sweep_footer(report, tracking, fmt, uri) -> None:
     from . import compare as cmp
 
-    for v in report.skipped:
-        click.echo(f"skipped (already finished): {v.key}", err=True)
     for o in report.outcomes:
         if o.status != "FINISHED":
             click.echo(f"FAILED: {o.variant.key}: {o.error}", err=True)
-    runs = tracking.find_runs(uri, run_ids=None, where=f"tags.mlflow.parentRunId = '{report.parent_id}'")
-    keys = ("val_accuracy",)
-    histories = {r.run_id: tracking.histories(r.run_id, keys, uri) for r in runs}
-    _print_table(cmp.sort_rows(cmp.rows(runs, cmp.differing_params(runs), histories), "name"), fmt, cmp)
-    click.echo(f"sweep parent run {report.parent_id}  (see it: {tracking.ui_command(uri)})", err=True)
-    if any(o.status != "FINISHED" for o in report.outcomes):
+    order = {v.key: i for i, v in enumerate(report.all_variants)}
+    runs = sorted(cmp.sweep_children(report.parent_id, uri),
+                  key=lambda r: order.get(r.tags.get("xrun.variant"), len(order)))
+    _print_table(cmp.table(runs, uri=uri), fmt, cmp)
+    failed = [o for o in report.outcomes if o.status != "FINISHED"]
+    click.echo(f"sweep parent run {report.parent_id}: {len(report.outcomes) - len(failed)} finished, "
+               f"{len(failed)} failed, {len(report.skipped)} skipped (finished earlier)  "
+               f"(compare: xrun compare {report.parent_id[:8]}; see it: {tracking.ui_command(uri)})", err=True)
+    if failed:
         raise SystemExit(1)
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--tracking-uri", metavar="URI")
 def ui(host, port, tracking_uri):
-    """Start the MLflow web UI on the project's tracking store."""
+    """Start the MLflow web UI on the project's tracking store (Ctrl-C stops it)."""
     import os
-    import subprocess
-    from pathlib import Path
 
     from . import tracking
 
     uri = tracking.tracking_uri(tracking_uri)
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    _check_port_free(host, port)
+    command = [*_mlflow_command(), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    # MLflow's GenAI job runner would add a pool of busy worker processes that a plain UI never uses, and that
+    # outlive the server when it is stopped.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     click.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C stops it)", err=True)
-    raise SystemExit(subprocess.call(command, env=os.environ.copy()))
+    raise SystemExit(_serve(command, env))
+
+
+def _serve(command: list[str], env: dict, grace_s: float = 20.0) -> int:
+    """Run the server until it stops; Ctrl-C and SIGTERM (kill, a test) are passed on to it, so stopping xrun
+    never leaves a server behind holding the port."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    # Its own process group: Ctrl-C reaches it once, through us, and a server that ignores it can be killed whole.
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    asked: list[float] = []
+
+    def forward(signum, frame):
+        asked.append(time.monotonic())
+        server.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                code = server.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if asked and time.monotonic() - asked[0] > grace_s:
+                    os.killpg(server.pid, signal.SIGKILL)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0 if asked or code == 0 else code
+
+
+def _mlflow_command() -> list[str]:
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("mlflow")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mlflow"]
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise XrunError(f"cannot serve on {host}:{port} ({exc.strerror})",
+                            hint=f"pick another port, e.g. --port {port + 1}") from None
 
 
 @cli.command(name="list")
@@ -254,7 +296,8 @@ def ui(host, port, tracking_uri):
 @click.option("--tracking-uri", metavar="URI")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def list_experiments(folder, tracking_uri, fmt):
-    """Every experiment in FOLDER: description, dataset, parameter count and best test accuracy so far."""
+    """Every experiment in FOLDER: description, dataset, parameter count, and its finished runs and best test
+    accuracy so far (runs named as the experiment, in its MLflow experiment; sweep variants are not counted)."""
     from . import catalogue
     from . import compare as cmp
 

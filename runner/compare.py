@@ -1,4 +1,4 @@
-"""Compare runs side by side: one row per run, only the params that differ, in table, CSV, JSON or Markdown."""
+"""Compare runs side by side: one row per run, name first, only the params that differ, as a table, CSV, JSON or Markdown."""
 
 from __future__ import annotations
 
@@ -7,57 +7,179 @@ import difflib
 import io
 import json
 import math
+import re
 
-from .errors import XrunError
+from . import tracking
+from .errors import XrunError, did_you_mean
 from .tracking import RunRecord
 
 # Params every run has that say nothing about what was varied (or that are shown in their own column).
 _NOT_COMPARED = {"description", "name", "model.total_params", "model.trainable_params",
                  "model.non_trainable_params", "runtime.overrides"}
 
-FIXED_COLUMNS = ["run", "name", "description", "params", "epochs", "best_val_acc", "final_val_acc",
-                 "test_loss", "test_acc", "seconds", "status"]
+# The columns every table has, in order: who, then what it cost and how well it did, then how it ended. The params
+# that differ go between "run" and "params"; "description" comes last, and only when the runs' descriptions differ.
+LEAD_COLUMNS = ["name", "run"]
+RESULT_COLUMNS = ["params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
+                  "test_loss", "test_acc", "seconds", "status"]
+_NUMERIC = {"params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "test_loss",
+            "test_acc", "seconds", "runs", "best_test_acc"}
+_PERCENT = {"train_acc", "val_acc", "best_val_acc", "test_acc", "best_test_acc"}
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Keras names the accuracy metric after the string given to compile(); the first key a run has wins.
+_ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+_FULL_ID = re.compile(r"[0-9a-f]{32}")
+_OVERRIDE_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*)=")
+
+
+# --- which runs ------------------------------------------------------------------------------------------
+
+def select(run_ids: list[str], experiments: list[str], latest: int | None, where: str,
+           uri: str | None) -> list[RunRecord]:
+    """RUN_IDS (full or unique prefixes; a sweep's parent stands for its variants), else the runs of the named
+    experiments (all if none) that match `where`, newest first; sweep parents, which hold no results, are left out."""
+    if run_ids and (experiments or where):
+        raise XrunError("give RUN_IDS or --experiment/--where, not both",
+                        hint="RUN_IDS already say which runs; drop the filter or the ids")
+    if run_ids:
+        runs = expand_sweeps(tracking.find_runs(uri, run_ids=resolve_ids(run_ids, uri)), uri)
+    else:
+        runs = [r for r in tracking.find_runs(uri, experiments=experiments or None, where=where)
+                if not is_sweep_parent(r)]
+    runs = runs[:latest] if latest else runs
+    if not runs:
+        raise XrunError("no runs to compare", hint=_no_runs_hint(experiments, where))
+    return runs
+
+
+def _no_runs_hint(experiments: list[str], where: str) -> str:
+    if where:
+        return f"no run matches --where {where!r}; try a looser filter"
+    if experiments:
+        return f"{', '.join(experiments)} has no runs yet; train one with `xrun FILE`"
+    return "no runs are recorded yet; train one with `xrun FILE`"
+
+
+def resolve_ids(run_ids: list[str], uri: str | None) -> list[str]:
+    """Full run ids, allowing the 8-character prefixes the tables show."""
+    if all(_FULL_ID.fullmatch(r) for r in run_ids):
+        return list(run_ids)
+    known = [r.run_id for r in tracking.find_runs(uri)]
+    return [r if _FULL_ID.fullmatch(r) else _unique_prefix(r, known) for r in run_ids]
+
+
+def _unique_prefix(prefix: str, known: list[str]) -> str:
+    matches = [k for k in known if k.startswith(prefix.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise XrunError(f"no MLflow run with id '{prefix}'", hint="xrun compare --latest 10 lists recent runs")
+    raise XrunError(f"run id '{prefix}' is ambiguous ({len(matches)} runs start with it)",
+                    hint="give more of the id")
+
+
+def is_sweep_parent(run: RunRecord) -> bool:
+    return run.tags.get("xrun.sweep") == "parent"
+
+
+def expand_sweeps(runs: list[RunRecord], uri: str | None) -> list[RunRecord]:
+    """Each sweep parent replaced by its variants (the latest attempt of each), without repeats."""
+    out: dict[str, RunRecord] = {}
+    for run in runs:
+        for r in sweep_children(run.run_id, uri) if is_sweep_parent(run) else [run]:
+            out.setdefault(r.run_id, r)
+    return list(out.values())
+
+
+def sweep_children(parent_id: str, uri: str | None) -> list[RunRecord]:
+    """The newest child run of each variant of a sweep: a retried variant's earlier failures are history."""
+    latest: dict[str, RunRecord] = {}
+    for run in tracking.find_runs(uri, parent_run_id=parent_id):  # newest first
+        latest.setdefault(run.tags.get("xrun.variant") or run.run_id, run)
+    return list(latest.values())
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+def table(runs: list[RunRecord], include_all: bool = False, uri: str | None = None) -> list[dict]:
+    """One row per run: the lead columns, the params that differ (every param with include_all), the results."""
+    keys = differing_params(runs, include_all)
+    describe = include_all or len({r.description for r in runs}) > 1
+    return [_row(r, keys, describe, uri) for r in runs]
 
 
 def differing_params(runs: list[RunRecord], include_all: bool = False) -> list[str]:
-    """Param keys whose values are not the same in every run (all keys with include_all)."""
+    """Param keys whose values are not the same in every run (all keys with include_all).
+
+    A model.* key shows only if some run set it (--set or a sweep): runs of different architectures differ in
+    dozens of layer arguments, which the params count and the description sum up better than columns would.
+    """
     keys = sorted({k for r in runs for k in r.params} - _NOT_COMPARED)
     if include_all:
         return keys
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    chosen = set().union(*(_overridden(r) for r in runs))
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1
+            and (not k.startswith("model.") or k in chosen)]
 
 
-def rows(runs: list[RunRecord], param_keys: list[str], histories: dict[str, dict]) -> list[dict]:
-    return [_row(r, param_keys, histories.get(r.run_id, {})) for r in runs]
+def _overridden(run: RunRecord) -> set[str]:
+    """The param keys a run's --set overrides (and sweep variant) named."""
+    text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get("xrun.variant", "")])
+    return {re.sub(r"\[(\d+)\]", r".\1", k) for k in _OVERRIDE_KEY.findall(text)}
 
 
-def _row(run: RunRecord, param_keys: list[str], history: dict) -> dict:
-    val = history.get("val_accuracy", [])
-    row = {"run": run.run_id[:8], "name": run.name, "description": _short(run.description, 60),
-           "params": _int(run.params.get("model.total_params")), "epochs": _int(run.metrics.get("epochs_run")),
-           "best_val_acc": max(val) if val else run.metrics.get("best_val_accuracy"),
-           "final_val_acc": val[-1] if val else run.metrics.get("val_accuracy"),
-           "test_loss": run.metrics.get("test_loss"), "test_acc": run.metrics.get("test_accuracy"),
-           "seconds": run.seconds, "status": run.status}
+def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None) -> dict:
+    m = run.metrics
+    accuracy = next((k for k in _ACCURACY_KEYS if k in m), "accuracy")
+    row = {"name": run.name, "run": run.run_id}
     row.update({k: run.params.get(k) for k in param_keys})
+    row.update({"params": _int(run.params.get("model.total_params")), "epochs": _int(m.get("epochs_run")),
+                "train_loss": m.get("loss"), "train_acc": m.get(accuracy), "val_loss": m.get("val_loss"),
+                "val_acc": m.get(f"val_{accuracy}"), "best_val_acc": _best_val(run, accuracy, uri),
+                "test_loss": m.get("test_loss"), "test_acc": m.get("test_accuracy"), "seconds": run.seconds,
+                "status": run.status})
+    if describe:
+        row["description"] = _short(run.description, 60)
     return row
 
 
-def sort_rows(table: list[dict], column: str | None, descending: bool = False) -> list[dict]:
-    if not column:
-        return table
-    if table and column not in table[0]:
-        raise XrunError(f"no column '{column}' to sort by", hint="columns: " + ", ".join(table[0]))
-    present = [r for r in table if r.get(column) is not None]
-    missing = [r for r in table if r.get(column) is None]
+def _best_val(run: RunRecord, accuracy: str, uri: str | None) -> float | None:
+    if "best_val_accuracy" in run.metrics or f"val_{accuracy}" not in run.metrics:
+        return run.metrics.get("best_val_accuracy")
+    # A run that failed or was stopped never logged its summary; its epochs still say what it reached.
+    values = [v for v in tracking.metric_history(run.run_id, f"val_{accuracy}", uri) if not math.isnan(v)]
+    return max(values) if values else None
+
+
+def sort_rows(rows: list[dict], column: str | None, descending: bool = False) -> list[dict]:
+    """Rows by `column` (numbers as numbers, text naturally: model2 before model10); a stable sort, so equal values
+    keep their order (newest first), and rows without a value stay last either way."""
+    if not column or not rows:
+        return rows
+    if column not in rows[0]:
+        hint = did_you_mean(column, rows[0]) or "columns: " + ", ".join(rows[0])
+        raise XrunError(f"no column '{column}' to sort by", hint=hint)
+    present = [r for r in rows if not _missing(r.get(column))]
+    missing = [r for r in rows if _missing(r.get(column))]
     return sorted(present, key=lambda r: _sort_key(r[column]), reverse=descending) + missing
+
+
+def _missing(value) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def _sort_key(value):
     try:
-        return (0, float(value), "")
+        number = float(value)
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        return (1, 0.0, natural_key(str(value)))
+    return (0, number, ()) if not math.isnan(number) else (2, 0.0, ())
+
+
+def natural_key(text: str) -> tuple:
+    """'model2' before 'model10': digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
 
 
 def _int(value):
@@ -69,55 +191,87 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def cell(value) -> str:
+# --- output ----------------------------------------------------------------------------------------------
+
+def cell(value, column: str = "") -> str:
+    """A value as people read it: accuracies in percent, losses to 4 decimals, counts with separators."""
     if value is None:
         return ""
+    if column == "run":
+        return str(value)[:8]
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if column in _PERCENT and isinstance(value, (int, float)):
+        return f"{100 * value:.2f} %"
+    if column == "seconds" and isinstance(value, (int, float)):
+        return f"{value:.1f}"
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    if isinstance(value, int):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
 
 
-def to_csv(table: list[dict]) -> str:
+def to_csv(rows: list[dict]) -> str:
     out = io.StringIO()
-    if table:
-        writer = csv.DictWriter(out, fieldnames=list(table[0]), lineterminator="\n")
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in table)
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     return out.getvalue()
 
 
-def to_json(table: list[dict]) -> str:
-    return json.dumps(table, indent=2)
+def to_json(rows: list[dict]) -> str:
+    # JSON has no NaN: a diverged run's losses become null rather than output other tools refuse.
+    return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows], indent=2) + "\n"
 
 
-def to_markdown(table: list[dict]) -> str:
-    if not table:
+def _json_value(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """A GitHub table, numbers right-aligned, to paste into a README."""
+    if not rows:
         return ""
-    columns = list(table[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r[c]).replace("|", "\\|") for c in columns) + " |" for r in table]
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in _NUMERIC else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r[c], c).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def rich_table(table: list[dict], title: str = ""):
+def rich_table(rows: list[dict], title: str = ""):
     from rich.table import Table
     from rich.text import Text
 
-    out = Table(title=title, title_justify="left")
-    for column in (table[0] if table else FIXED_COLUMNS):
-        out.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold")
-    for r in table:
-        out.add_row(*(Text(cell(v)) for v in r.values()))  # Text: "[a=1]" in a run name is not markup
+    out = Table(title=title or None, title_justify="left")
+    for column in (rows[0] if rows else LEAD_COLUMNS + RESULT_COLUMNS):
+        out.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold",
+                       no_wrap=column in _NUMERIC or column == "run")
+    for r in rows:
+        out.add_row(*(Text(cell(v, c)) for c, v in r.items()))  # Text: "[a=1]" in a run name is not markup
     return out
 
 
-_NUMERIC = {"params", "epochs", "best_val_acc", "final_val_acc", "test_loss", "test_acc", "seconds"}
+# --- curves and configs ----------------------------------------------------------------------------------
+
+def curves(runs: list[RunRecord], uri: str | None) -> list[tuple[str, dict]]:
+    """(label, per-epoch history) for each run, as runner.plots.overlay_curves takes them."""
+    return [(f"{r.name} ({r.run_id[:8]})", tracking.histories(r.run_id, HISTORY_KEYS, uri)) for r in runs]
 
 
-def config_diff(text_a: str, text_b: str, name_a: str, name_b: str) -> str:
+def config_diff(run_ids: list[str], uri: str | None) -> str:
     """A unified diff of two runs' resolved YAML."""
+    if len(run_ids) != 2:
+        raise XrunError(f"--config compares exactly two runs, got {len(run_ids)}",
+                        hint="xrun compare RUN_A RUN_B --config")
+    a, b = tracking.find_runs(uri, run_ids=resolve_ids(run_ids, uri))
+    text_a, text_b = (tracking.artifact_text(r.run_id, "config/resolved.yaml", uri) for r in (a, b))
+    return diff_text(text_a, text_b, f"{a.run_id[:8]} {a.name}", f"{b.run_id[:8]} {b.name}")
+
+
+def diff_text(text_a: str, text_b: str, name_a: str, name_b: str) -> str:
     diff = difflib.unified_diff(text_a.splitlines(keepends=True), text_b.splitlines(keepends=True),
                                 fromfile=name_a, tofile=name_b)
     return "".join(diff) or "the resolved configs are identical\n"

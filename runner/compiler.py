@@ -164,7 +164,7 @@ def _wrong_rank(kind: str, args: dict, inputs: list, text: str):
         return None
     wanted, got = int(found.group(1)), int(found.group(2))
     axes = " (batch, height, width, channels)" if wanted == 4 else ""
-    hint = ("put it before Flatten, Dense or global pooling, or Reshape its input" if got < wanted else
+    hint = (f"put it before Flatten and Dense layers, or Reshape its input to {wanted}D" if got < wanted else
             "Flatten or pool its input first")
     return f"{kind} needs a {wanted}D input{axes}, got {got}D {_shape_text(inputs[0][1])}", hint
 

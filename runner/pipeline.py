@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from .augment import make_augmenter
 from .data import Dataset
+from .errors import XrunError
 
 
 @dataclass
@@ -37,6 +38,10 @@ def split(dataset: Dataset, data_spec: dict) -> Splits:
         return Splits(x_train, y_train, None, None, x_test, y_test, how)
     # Like Keras's validation_split: the last fraction of the training data, taken before any shuffling.
     n_val = max(1, int(round(len(x_train) * data_spec.get("validation_split", 0.1))))
+    if n_val >= len(x_train):
+        raise XrunError(f"holding out {n_val} of {len(x_train)} training examples for validation leaves none "
+                        "to train on", path="data.validation_split",
+                        hint="raise data.limit or lower data.validation_split")
     return Splits(x_train[:-n_val], y_train[:-n_val], x_train[-n_val:], y_train[-n_val:], x_test, y_test, how)
 
 
@@ -55,7 +60,8 @@ def _prepare(one_hot_classes: int | None):
     def prepare(images, labels):
         x = tf.cast(images, tf.float32) / 255.0
         x = x[..., None] if len(x.shape) == 3 else x
-        y = tf.one_hot(tf.cast(labels, tf.int32), one_hot_classes) if one_hot_classes else labels
+        labels = tf.cast(labels, tf.int32)  # stored as uint8; int32 class indices whatever the loss
+        y = tf.one_hot(labels, one_hot_classes) if one_hot_classes else labels
         return x, y
     return prepare
 

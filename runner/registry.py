@@ -10,6 +10,7 @@ import keras
 
 from .errors import XrunError, did_you_mean
 from .optimizers import Yogi
+from .schema import REFUSED_LAYERS
 
 L = keras.layers
 
@@ -29,7 +30,7 @@ LAYERS = {
 
 # `KerasLayer` reaches any other public keras.layers class by its class name, as Keras's own
 # deserialisation does; classes that run or load code are left out, since a YAML file never does either.
-_NOT_FROM_YAML = {"Lambda", "TFSMLayer", "InputLayer", "Layer", "InputSpec"}
+_NOT_FROM_YAML = set(REFUSED_LAYERS)  # validation refuses them with the reason; this keeps them out for good
 KERAS_LAYERS = {name: cls for name, cls in vars(L).items()
                 if isinstance(cls, type) and issubclass(cls, L.Layer) and name not in _NOT_FROM_YAML}
 
@@ -80,4 +81,4 @@ def regularizer(spec: dict) -> keras.regularizers.Regularizer:
 
 
 # Layer arguments whose YAML form is data and whose Keras form is an object.
-ARG_BUILDERS = {"kernel_regularizer": regularizer, "bias_regularizer": regularizer}
+ARG_BUILDERS = {f"{w}_regularizer": regularizer for w in ("kernel", "bias", "depthwise", "pointwise")}

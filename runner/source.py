@@ -12,7 +12,7 @@ import yaml
 from .errors import Location, XrunError
 
 MAX_BYTES = 1 << 20   # experiments are a few KB; a bigger file is a mistake or an attack
-MAX_NODES = 100_000   # caps alias expansion ("billion laughs") and huge documents
+MAX_NODES = 20_000    # caps alias expansion ("billion laughs"); the largest experiment has a few hundred
 MAX_DEPTH = 64
 
 Path_ = tuple  # a path into the document: keys (str) and list indices (int)
@@ -193,7 +193,8 @@ class _Builder:
         self.count = 0
         self.scalars = _Loader("")  # only its scalar constructors are used
         self.open: list = []        # the nodes being built, outermost first (an alias may point back at one)
-        self.built: set[int] = set()  # nodes built before: meeting one again means an alias
+        self.open_ids: set[int] = set()
+        self.sizes: dict[int, int] = {}  # values in each collection built so far: meeting one again means an alias
 
     def build(self, node, path: Path_):
         self._check_limits(node, path)
@@ -201,13 +202,16 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             return self.scalars.construct_object(node)
         self.open.append(node)
+        self.open_ids.add(id(node))
+        before = self.count
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, path)
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         finally:
             self.open.pop()
-            self.built.add(id(node))
+            self.open_ids.discard(id(node))
+            self.sizes[id(node)] = self.count - before
 
     def _check_limits(self, node, path: Path_) -> None:
         self.count += 1
@@ -215,21 +219,23 @@ class _Builder:
             raise XrunError(f"the tag '{_tag_text(node.tag)}' is not allowed", where=_mark(self.filename, node),
                             path=dotted(path) or None,
                             hint="an experiment holds plain data only (no Python objects or custom tags)")
-        if any(n is node for n in self.open):
+        if id(node) in self.open_ids:
             raise XrunError("an alias refers to a value that contains it", where=_mark(self.filename, node),
                             path=dotted(path) or None, hint="a value cannot include itself; write it out")
-        if self.count > MAX_NODES:
-            raise self._through_aliases(path, f"expands to more than {MAX_NODES:,} values")
+        # An alias's size is known from its first expansion, so a bomb is stopped before it goes off.
+        if self.count + self.sizes.get(id(node), 0) > MAX_NODES:
+            raise self._through_aliases(node, path, f"expands to more than {MAX_NODES:,} values")
         if len(path) > MAX_DEPTH:  # aliases of aliases can nest deeper than the text does
-            raise self._through_aliases(path, f"nests deeper than {MAX_DEPTH} levels")
+            raise self._through_aliases(node, path, f"nests deeper than {MAX_DEPTH} levels")
 
-    def _through_aliases(self, path: Path_, what: str) -> XrunError:
+    def _through_aliases(self, node, path: Path_, what: str) -> XrunError:
         """Point at the outermost value that aliases inflate: that is where the user wrote them."""
-        n = next((i for i, node in enumerate(self.open) if id(node) in self.built), None)
-        if n is None:
+        chain = self.open + [node]
+        n = next((i for i, n in enumerate(chain) if id(n) in self.sizes), None)
+        if not n:
             return XrunError(f"the document {what}", where=Location(self.filename),
                              hint="an experiment is a short, shallow YAML file; keep data out of it")
-        return XrunError(f"this value {what} through aliases", where=_mark(self.filename, self.open[n - 1]),
+        return XrunError(f"this value {what} through aliases", where=_mark(self.filename, chain[n - 1]),
                          path=dotted(path[:n - 1]) or None, hint="write the experiment out without nested aliases")
 
     def _mapping(self, node, path: Path_) -> dict:

@@ -167,10 +167,14 @@ def _typed_value(document: dict, path: Path_, raw: str, where: Location):
 def _known_path(document: dict, path: Path_, where: Location) -> dict:
     """The schema of `path`, or an error that names the first part of it the schema does not know."""
     for n in range(1, len(path) + 1):
+        parent, part = path[:n - 1], path[n - 1]
+        items = _value_at(document, parent)
+        if isinstance(part, int) and isinstance(items, list) and part >= len(items):
+            raise XrunError(f"{dotted(parent)} has no item [{part}]", where=where,
+                            hint=f"it has {len(items)} (numbered from 0)")
         sub = schema.property_schema(path[:n], document)
         if sub is not None:
             continue
-        parent, part = path[:n - 1], path[n - 1]
         if isinstance(part, int):
             raise XrunError(f"{dotted(parent)} is not a list", where=where, hint=f"remove [{part}]")
         keys = schema.known_keys(parent, document)
@@ -178,6 +182,15 @@ def _known_path(document: dict, path: Path_, where: Location) -> dict:
                                             f"{dotted(parent)} holds a single value, not keys" if parent else None)
         raise XrunError(f"unknown key '{dotted(path[:n])}'", where=where, hint=hint)
     return sub
+
+
+def _value_at(document: dict, path: Path_):
+    for part in path:
+        if isinstance(part, int):
+            document = document[part] if isinstance(document, list) and part < len(document) else None
+        else:
+            document = document.get(part) if isinstance(document, dict) else None
+    return document
 
 
 def _parse_scalar(raw: str, where: Location):

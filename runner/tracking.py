@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -38,10 +39,17 @@ def ui_command(uri: str) -> str:
 
 
 def _artifact_root(uri: str) -> str | None:
-    """Keep artifacts beside the default SQLite store (under mlruns/), not in MLflow's ./mlartifacts."""
-    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).parent.name == STORE_DIR.name:
-        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return None
+    """Artifacts go beside a local SQLite store (mlruns/mlflow.db -> mlruns/artifacts/).
+
+    MLflow's default would be ./mlruns of whatever directory the first run happened to start in, which scatters
+    one store's artifacts over working directories (and a test's into the repository).
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if db in ("", ":memory:"):
+        return None
+    return (Path(db).parent / "artifacts").resolve().as_uri()
 
 
 def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
@@ -81,7 +89,7 @@ class Run:
                  parent_run_id: str | None = None):
         mlflow.set_tracking_uri(uri)
         self.uri = uri
-        self.client = MlflowClient(uri)
+        self.client = _ready_client(uri)
         try:
             self.experiment_id = _experiment_id(self.client, experiment, uri)
         except Exception as exc:  # the store or server is not there: say so before anything trains
@@ -129,7 +137,8 @@ class Run:
         from mlflow.models import infer_signature
 
         signature = infer_signature(example_inputs, predictions)
-        with mlflow.start_run(run_id=self.run_id):
+        # An outer active run (a sweep's parent, a notebook's) would make start_run refuse; nest under it instead.
+        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             info = mlflow.keras.log_model(
                 model, name="model", signature=signature,
                 pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
@@ -165,8 +174,43 @@ def _tf_version() -> str:
 
 # --- reading runs back (compare, list, tests) -----------------------------------------------------------
 
+_READY: set[str] = set()
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is not answering."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+    except (urllib.error.URLError, OSError) as exc:
+        raise XrunError(f"the MLflow tracking server at {uri} is not answering ({_short(exc)})",
+                        hint="start it (mlflow server ...), or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+def _ready_client(uri: str) -> MlflowClient:
+    """A client whose store exists. MLflow creates and migrates a new SQLite store's tables on first use, and
+    several processes doing that at once collide ("table ... already exists"), so they take turns."""
+    if uri in _READY:
+        return MlflowClient(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+        _READY.add(uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    lock_path = Path(uri.removeprefix("sqlite:///")).with_suffix(".init-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        c = MlflowClient(uri)
+        c.search_experiments(max_results=1)
+    _READY.add(uri)
+    return c
+
+
 def client(uri: str | None = None) -> MlflowClient:
-    return MlflowClient(tracking_uri(uri))
+    return _ready_client(tracking_uri(uri))
 
 
 def load_logged_model(model_uri: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import platform
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 from rich.console import Console
+from tensorflow.python.framework import config as tf_config
 
 from . import __version__, build, callbacks, pipeline, plots, report, tracking
 from .compiler import build_model
@@ -36,6 +38,7 @@ class Settings:
     device: str
     seed: int
     seed_given: bool
+    deterministic: bool
 
 
 @dataclass
@@ -50,14 +53,23 @@ class Result:
     epochs_run: int = 0
     wall_seconds: float = 0.0
     history: dict = field(default_factory=dict)
+    model_uri: str | None = None                       # the MLflow model, when tracking.log_model is on
+    model: keras.Model | None = field(default=None, repr=False)  # the trained model, for notebooks and tests
 
 
 @dataclass
-class _State:
-    """What training has produced so far, so an interrupted or failed run can still save it."""
+class _Job:
+    """One run in progress: what it was asked, where it records, and the model so far (which an interrupted or
+    failed run still saves)."""
 
+    run: tracking.Run
+    spec: Spec
+    document: dict                 # resolved, with the seed actually used
+    settings: Settings
+    console: Console
+    quiet: bool
+    extra_callbacks: list
     model: keras.Model | None = None
-    history: dict = field(default_factory=dict)
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -71,7 +83,10 @@ def settings_for(training: dict) -> Settings:
         steps_per_execution=_steps_per_execution(training.get("steps_per_execution", 1), gpus),
         device=_device_name(gpus),
         seed=seed if seed is not None else secrets.randbelow(2**31),
-        seed_given=seed is not None)
+        seed_given=seed is not None,
+        # A given seed promises a repeatable run; TensorFlow only guarantees that with op determinism, which
+        # is cheap on the CPU. GPU kernels may lack deterministic versions, so GPU runs are left as they are.
+        deterministic=seed is not None and not gpus)
 
 
 def _precision(asked: str, gpus: list) -> str:
@@ -95,29 +110,51 @@ def _device_name(gpus: list) -> str:
     return f"CPU {platform.processor() or platform.machine()}"
 
 
-def _apply(settings: Settings) -> None:
+@contextmanager
+def _applied(settings: Settings):
+    """Precision, seeds and op determinism for this run; the process-wide switches are put back afterwards,
+    so a later run (or test) in the same process starts from the same state."""
+    policy, deterministic = keras.mixed_precision.global_policy(), tf_config.is_op_determinism_enabled()
     keras.mixed_precision.set_global_policy(settings.precision)
     keras.utils.set_random_seed(settings.seed)
+    _set_op_determinism(settings.deterministic)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        _set_op_determinism(deterministic)
+
+
+def _set_op_determinism(on: bool) -> None:
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()  # TensorFlow has no public switch back off
 
 
 # --- the run --------------------------------------------------------------------------------------------
 
 def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
-                   console: Console | None = None, quiet: bool = False,
-                   parent_run_id: str | None = None, run_name: str | None = None,
-                   tags: dict | None = None) -> Result:
-    """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM)."""
-    console = console or Console(stderr=True)
+                   console: Console | None = None, quiet: bool = False, parent_run_id: str | None = None,
+                   run_name: str | None = None, tags: dict | None = None,
+                   extra_callbacks: list[keras.callbacks.Callback] = ()) -> Result:
+    """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM).
+
+    `run_name` and `tags` name a sweep's child run and say which variant it is.
+    `extra_callbacks` are Keras callbacks from code rather than the YAML (notebooks, sweeps, tests); they run
+    after xrun's own per-epoch bookkeeping, so they see learning_rate and epoch_seconds in the logs.
+    """
+    started = time.perf_counter()
     uri = tracking.tracking_uri(tracking_uri)
     settings = settings_for(spec.document["training"])
     document = _resolved(spec, settings)
     run = tracking.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
-                       document.get("description", ""), tags={**_static_tags(spec, settings), **(tags or {})},
-                       parent_run_id=parent_run_id)
-    state, started = _State(), time.perf_counter()
-    with _ends_run(run, state):
-        _log_inputs(run, spec, document, settings)
-        result = _train(run, spec, document, settings, state, data_dir, console, quiet)
+                       document.get("description", ""), parent_run_id=parent_run_id,
+                       tags={**_static_tags(spec, document, settings), **(tags or {})})
+    job = _Job(run, spec, document, settings, console or Console(stderr=True), quiet, list(extra_callbacks))
+    with _ends_run(job), _applied(settings):
+        _log_inputs(job)
+        result = _train(job, data_dir)
     result.wall_seconds = time.perf_counter() - started
     return result
 
@@ -130,52 +167,78 @@ def _resolved(spec: Spec, settings: Settings) -> dict:
 
 
 @contextmanager
-def _ends_run(run: tracking.Run, state: _State):
+def _ends_run(job: _Job):
+    """Whatever happens inside, the MLflow run ends (never stays RUNNING) and the exception goes on unchanged."""
     previous = _terminate_as_interrupt()
     try:
         yield
-    except KeyboardInterrupt:
-        _save_partial(run, state, "interrupted")
-        run.end("KILLED")
+    except KeyboardInterrupt as exc:
+        _end(job, "KILLED", "interrupted by SIGTERM" if str(exc) == SIGTERM_MESSAGE else "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
-        _save_partial(run, state, f"{type(exc).__name__}: {exc}")
-        run.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        run.end("FAILED")
+        _end(job, "FAILED", f"{type(exc).__name__}: {exc}", error=exc)
         raise
     else:
-        run.end("FINISHED")
+        job.run.end("FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(run.artifact_dir, ignore_errors=True)
+        _restore_sigterm(previous)
+        shutil.rmtree(job.run.artifact_dir, ignore_errors=True)
 
 
-def _terminate_as_interrupt():
-    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED, with what it has saved."""
+SIGTERM_MESSAGE = "SIGTERM"
+
+
+def _terminate_as_interrupt() -> tuple[bool, object]:
+    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED, with what it has saved.
+
+    Returns whether the handler went in, and the handler it replaced.
+    """
     def handler(signum, frame):
-        raise KeyboardInterrupt("SIGTERM")
+        raise KeyboardInterrupt(SIGTERM_MESSAGE)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
-        return signal.getsignal(signal.SIGTERM)
+        return False, previous
+    return True, previous
 
 
-def _save_partial(run: tracking.Run, state: _State, reason: str) -> None:
-    run.set_tags({"xrun.end_reason": reason[:500]})
-    if state.model is not None:
-        path = run.artifact_dir / "checkpoints" / "last.keras"
+def _restore_sigterm(installed: tuple[bool, object]) -> None:
+    done, previous = installed
+    if done:  # None means a handler set outside Python; the default is the nearest we can put back
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _end(job: _Job, status: str, reason: str, error: BaseException | None = None) -> None:
+    """Save what the run has, as far as possible, then end it; a failure while saving must not hide the
+    original exception, nor leave the run RUNNING."""
+    try:
+        job.run.set_tags({"xrun.end_reason": reason[:500]})
+        if error is not None:
+            job.run.log_text("".join(traceback.format_exception(error)), "error.txt")
+        _save_partial(job)
+    except Exception as exc:  # noqa: BLE001 - best effort: the run's own exception is the one to report
+        job.console.print(f"xrun: could not save everything of the unfinished run: {type(exc).__name__}: {exc}",
+                          highlight=False, soft_wrap=True)
+    finally:
+        job.run.end(status)
+
+
+def _save_partial(job: _Job) -> None:
+    """The model as it is (checkpoints/last.keras), plus what the YAML's callbacks have written so far."""
+    if job.model is not None:
+        path = job.run.artifact_dir / "checkpoints" / "last.keras"
         path.parent.mkdir(parents=True, exist_ok=True)
-        state.model.save(path)
-        run.log_file(path, "checkpoints")
-    for path in sorted((run.artifact_dir / "checkpoints").glob("best*")):
-        run.log_file(path, "checkpoints")
+        job.model.save(path)
+    _log_checkpoints(job.run)
 
 
-def _static_tags(spec: Spec, settings: Settings) -> dict:
-    return {"xrun.version": __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
+def _static_tags(spec: Spec, document: dict, settings: Settings) -> dict:
+    return {**(document["tracking"].get("tags") or {}),
+            "xrun.version": __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
             "python.version": platform.python_version(), "device": settings.device,
             "precision": settings.precision, "jit_compile": settings.jit_compile,
-            "experiment.file": str(spec.path), **_git_tags(spec.path)}
+            "deterministic": settings.deterministic, "experiment.file": str(spec.path), **_git_tags(spec.path)}
 
 
 def _git_tags(path: Path) -> dict:
@@ -192,32 +255,33 @@ def _git_tags(path: Path) -> dict:
     return {"git.commit": head.stdout.strip(), "git.dirty": bool(dirty.stdout.strip())}
 
 
-def _log_inputs(run: tracking.Run, spec: Spec, document: dict, settings: Settings) -> None:
+def _log_inputs(job: _Job) -> None:
+    run, spec, settings = job.run, job.spec, job.settings
     run.log_text(spec.text, f"config/{spec.path.name}")
-    run.log_text(yaml.safe_dump(document, sort_keys=False), "config/resolved.yaml")
+    run.log_text(yaml.safe_dump(job.document, sort_keys=False), "config/resolved.yaml")
     run.log_text("\n".join(spec.overrides) + ("\n" if spec.overrides else ""), "config/overrides.txt")
     for base in spec.files[1:]:
         run.log_text(base.read_text(), f"config/bases/{base.name}")
-    params = tracking.flatten(document)
+    params = tracking.flatten(job.document)
     params.update({"runtime.precision": settings.precision, "runtime.jit_compile": settings.jit_compile,
                    "runtime.steps_per_execution": settings.steps_per_execution,
+                   "runtime.deterministic": settings.deterministic,
                    "runtime.overrides": " ".join(spec.overrides)})
     run.log_params(params)
 
 
-def _train(run, spec: Spec, document: dict, settings: Settings, state: _State, data_dir, console, quiet) -> Result:
-    data_spec, training = document["data"], document["training"]
+def _train(job: _Job, data_dir) -> Result:
+    data_spec, training = job.document["data"], job.document["training"]
     dataset = load_dataset(data_spec["dataset"], data_dir)
-    run.set_tags({"dataset.fingerprint": dataset.fingerprint, "dataset.source": dataset.source,
-                  **_validation_tags(data_spec)})
+    job.run.set_tags({"dataset.fingerprint": dataset.fingerprint, "dataset.source": dataset.source,
+                      **_validation_tags(data_spec)})
     splits = pipeline.split(dataset, data_spec)
-    _apply(settings)
-    model = state.model = build_model(spec)
+    model = job.model = build_model(job.spec)
     spe = pipeline.steps_per_epoch(len(splits.x_train), training["batch_size"])
-    _compile(model, document, settings, spe)
-    _log_model_facts(run, model, spec, splits)
-    history = _fit(run, model, document, settings, splits, spe, state, console, quiet)
-    return _finish(run, model, document, dataset, splits, history)
+    _compile(model, job.document, job.settings, spe)
+    _log_model_facts(job.run, model, job.spec, splits)
+    history = _fit(job, splits, spe)
+    return _finish(job, dataset, splits, history)
 
 
 def _validation_tags(data_spec: dict) -> dict:
@@ -239,31 +303,40 @@ def _log_model_facts(run, model, spec: Spec, splits: pipeline.Splits) -> None:
                     "data.train_examples": len(splits.x_train),
                     "data.val_examples": 0 if splits.x_val is None else len(splits.x_val),
                     "data.test_examples": len(splits.x_test)})
-    summary = []
-    model.summary(print_fn=lambda line, **kw: summary.append(line), line_length=110)
-    run.log_text("\n".join(summary), "model_summary.txt")
+    run.log_text(_summary_text(info, spec), "model_summary.txt")
     run.log_dict(info, "model_summary.json")
 
 
-def _fit(run, model, document: dict, settings: Settings, splits, spe: int, state: _State, console, quiet) -> dict:
-    training, data_spec = document["training"], document["data"]
+def _summary_text(info: dict, spec: Spec) -> str:
+    # The table of `xrun summary`, rendered wide enough for every column: Keras's own summary draws on a console
+    # as wide as the terminal (80 columns without one), which cuts off the shapes and parameter counts.
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None, force_terminal=False, highlight=False)
+    report.print_model_table(info, title=f"{spec.name}  ({spec.path.name})", console=console)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
+    document, training = job.document, job.document["training"]
     one_hot = _one_hot_classes(document)
     train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training["batch_size"],
-                                      shuffle=training.get("shuffle", True), seed=settings.seed,
+                                      shuffle=training.get("shuffle", True), seed=job.settings.seed,
                                       augmentation=document.get("augmentation"), one_hot_classes=one_hot)
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
         splits.x_val, splits.y_val, batch_size=training["batch_size"], one_hot_classes=one_hot)
     nan_guard = callbacks.StopOnNaN()
     history = keras.callbacks.History()
-    cbs = [*build.callbacks(document.get("callbacks") or [], run.artifact_dir),
-           callbacks.EpochMetrics(len(splits.x_train)), nan_guard, callbacks.TrackEpochs(run), history,
-           callbacks.Display(training["epochs"], spe, console, quiet)]
-    state.history = history.history
-    model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
-              callbacks=cbs, verbose=0)
+    # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
+    # MLflow, the display) sees learning_rate and epoch_seconds.
+    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard,
+           *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
+           callbacks.TrackEpochs(job.run), history,
+           callbacks.Display(training["epochs"], spe, job.console, job.quiet)]
+    job.model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
+                  callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
-                        path=document["name"], hint="lower optimizer.learning_rate, or add clipnorm")
+                        where=str(job.spec.path), hint="lower optimizer.learning_rate, or add clipnorm")
     return history.history
 
 
@@ -272,20 +345,20 @@ def _one_hot_classes(document: dict) -> int | None:
     return classes if build.wants_one_hot(document["loss"]) else None
 
 
-def _finish(run, model, document: dict, dataset, splits, history: dict) -> Result:
-    batch = document["training"]["batch_size"]
-    test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=batch,
+def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Result:
+    run, model, document = job.run, job.model, job.document
+    test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=document["training"]["batch_size"],
                                     one_hot_classes=_one_hot_classes(document))
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-    probabilities = model.predict(test_ds, verbose=0)
-    predicted = probabilities.argmax(axis=1)
+    predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
     result = _result(run, history, scores)
+    result.model = model
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_figures(run, document, dataset, splits, history, predicted)
     _log_checkpoints(run)
     if document["tracking"].get("log_model", True):
         sample = pipeline.to_inputs(splits.x_test[:8])
-        run.log_model(model, sample, model.predict(sample, verbose=0))
+        result.model_uri = run.log_model(model, sample, model.predict(sample, verbose=0))
     return result
 
 
@@ -328,5 +401,8 @@ def _matrix_text(matrix: np.ndarray, names: list[str]) -> str:
 
 
 def _log_checkpoints(run) -> None:
-    for path in sorted(run.artifact_dir.glob("checkpoints/*")) + sorted(run.artifact_dir.glob("history.csv")):
-        run.log_file(path, "checkpoints" if path.parent.name == "checkpoints" else None)
+    """What the YAML's ModelCheckpoint and CSVLogger wrote into the run's folder."""
+    for path in sorted(run.artifact_dir.glob("checkpoints/*")):
+        run.log_file(path, "checkpoints")
+    for path in sorted(run.artifact_dir.glob("history.csv")):
+        run.log_file(path)
