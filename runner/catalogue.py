@@ -8,9 +8,15 @@ from pathlib import Path
 from .errors import XrunError
 from .spec import load_spec
 
+COLUMNS = ["file", "name", "dataset", "params", "runs", "best_test_acc", "description"]
+
 
 def entries(folder: str, tracking_uri: str | None = None) -> list[dict]:
-    files = sorted([*Path(folder).glob("*.yaml"), *Path(folder).glob("*.yml")], key=_natural)
+    """One row per experiment file in `folder` (not its sub-folders, where bases live), model2 before model10."""
+    where = Path(folder)
+    if not where.is_dir():
+        raise XrunError(f"no folder {folder}", hint="give the folder that holds your experiments")
+    files = sorted([*where.glob("*.yaml"), *where.glob("*.yml")], key=_natural)
     if not files:
         raise XrunError(f"no .yaml files in {folder}", hint="give the folder that holds your experiments")
     best = _best_results(tracking_uri)
@@ -23,36 +29,48 @@ def _natural(path: Path) -> list:
 
 
 def _entry(path: Path, best: dict) -> dict:
-    row = {"file": path.name, "name": "", "dataset": "", "params": None, "runs": 0, "best_test_acc": None,
-           "description": ""}
+    row = dict.fromkeys(COLUMNS, None) | {"file": path.name, "name": "", "dataset": "", "runs": 0}
     try:
         spec = load_spec(path)
     except XrunError as exc:
-        return {**row, "description": f"invalid: {exc.line()}"}
-    runs, accuracy = best.get(spec.name, (0, None))
-    return {**row, "name": spec.name, "dataset": spec.document["data"]["dataset"], "params": _param_count(spec),
-            "runs": runs, "best_test_acc": accuracy, "description": _first_sentence(spec.document.get("description"))}
+        return {**row, "description": f"invalid: {_reason(exc, path)}"}
+    experiment = spec.document["tracking"]["experiment"]
+    runs, accuracy = best.get((experiment, spec.name), (0, None))
+    row.update(name=spec.name, dataset=spec.document["data"]["dataset"], runs=runs, best_test_acc=accuracy,
+               description=_first_sentence(spec.document.get("description")))
+    try:
+        row["params"] = _param_count(spec)
+    except XrunError as exc:  # valid YAML whose layers do not fit together: say so where the size would be
+        row["description"] = f"does not build: {_reason(exc, path)}"
+    return row
 
 
-def _param_count(spec) -> int | None:
+def _reason(exc: XrunError, path: Path) -> str:
+    """The error's first line, without the file name the row already shows."""
+    return exc.line().removeprefix(f"{path}:")
+
+
+def _param_count(spec) -> int:
     from .compiler import build_model
 
-    try:
-        return build_model(spec).count_params()
-    except XrunError:
-        return None
+    return build_model(spec).count_params()
 
 
-def _best_results(tracking_uri: str | None) -> dict[str, tuple[int, float | None]]:
-    """Run name -> (finished runs, best test accuracy) over every experiment in the store."""
+def _best_results(tracking_uri: str | None) -> dict[tuple[str, str], tuple[int, float | None]]:
+    """(MLflow experiment, run name) -> (finished runs, best test accuracy), over the whole store.
+
+    A sweep's variants are named `NAME [what varied]`, so only plain runs of the experiment count.
+    """
     from . import tracking
 
-    out: dict[str, tuple[int, float | None]] = {}
+    out: dict[tuple[str, str], tuple[int, float | None]] = {}
     for run in tracking.find_runs(tracking_uri, where="attributes.status = 'FINISHED'"):
-        count, best = out.get(run.name, (0, None))
+        count, best = out.get((run.experiment, run.name), (0, None))
         accuracy = run.metrics.get("test_accuracy")
+        if accuracy is not None and accuracy != accuracy:  # NaN: no result to rank
+            accuracy = None
         better = accuracy if best is None or (accuracy is not None and accuracy > best) else best
-        out[run.name] = (count + 1, better)
+        out[(run.experiment, run.name)] = (count + 1, better)
     return out
 
 

@@ -43,7 +43,7 @@ def cli():
 def validate(files, overrides):
     """Check experiment FILES: YAML syntax, the schema, names, blocks and layer references.
 
-    Shapes are checked by `summary` and `run`, which build the model.
+    Shapes, model size and KerasLayer arguments need Keras: `summary` and `run` check those.
     """
     from .spec import load_spec
 
@@ -57,7 +57,7 @@ def validate(files, overrides):
         else:
             click.echo(f"ok  {file}")
     if failed:
-        raise SystemExit(XrunError.exit_code)
+        raise click.exceptions.Exit(XrunError.exit_code)
 
 
 @cli.command()
@@ -195,7 +195,8 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
         for i, v in enumerate(sw.plan(Path(file), list(overrides), list(grid)), 1):
             click.echo(f"{i:3d}  {v.key}")
         return
-    import_tensorflow()
+    if jobs == 1:  # with --jobs N each variant trains in a process of its own, which loads TensorFlow itself
+        import_tensorflow()
     from . import tracking
 
     uri = tracking.tracking_uri(tracking_uri)
@@ -234,7 +235,8 @@ def ui(host, port, tracking_uri):
 
     uri = tracking.tracking_uri(tracking_uri)
     _check_port_free(host, port)
-    command = [*_mlflow_command(), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command = [*_mlflow_command(), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+               *_one_worker()]
     # MLflow's GenAI job runner would add a pool of busy worker processes that a plain UI never uses, and that
     # outlive the server when it is stopped.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
@@ -270,6 +272,10 @@ def _serve(command: list[str], env: dict, grace_s: float = 20.0) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    try:  # whatever the server started and left behind
+        os.killpg(server.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
     return 0 if asked or code == 0 else code
 
 
@@ -280,10 +286,18 @@ def _mlflow_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "mlflow"]
 
 
+def _one_worker() -> list[str]:
+    """One server process: a local UI has one user, and MLflow 3's default of four takes long to start."""
+    from importlib.metadata import version
+
+    return ["--workers", "1"] if int(version("mlflow").split(".")[0]) >= 3 else []
+
+
 def _check_port_free(host: str, port: int) -> None:
     import socket
 
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no obstacle
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -16,6 +16,9 @@ from .tracking import RunRecord
 # Params every run has that say nothing about what was varied (or that are shown in their own column).
 _NOT_COMPARED = {"description", "name", "model.total_params", "model.trainable_params",
                  "model.non_trainable_params", "runtime.overrides"}
+# Params that follow from others (data.limit, validation_split) and that a run failing early never logs: shown with
+# --all-params, but not as a difference.
+_DERIVED = {"data.train_examples", "data.val_examples", "data.test_examples"}
 
 # The columns every table has, in order: who, then what it cost and how well it did, then how it ended. The params
 # that differ go between "run" and "params"; "description" comes last, and only when the runs' descriptions differ.
@@ -119,20 +122,35 @@ def differing_params(runs: list[RunRecord], include_all: bool = False) -> list[s
     if include_all:
         return keys
     chosen = set().union(*(_overridden(r) for r in runs))
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1
+    return [k for k in keys if k not in _DERIVED and len({r.params.get(k) for r in runs}) > 1
             and (not k.startswith("model.") or k in chosen)]
 
 
 def _overridden(run: RunRecord) -> set[str]:
     """The param keys a run's --set overrides (and sweep variant) named."""
     text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get("xrun.variant", "")])
-    return {re.sub(r"\[(\d+)\]", r".\1", k) for k in _OVERRIDE_KEY.findall(text)}
+    return {_param_key(k) for k in _OVERRIDE_KEY.findall(text)}
+
+
+def _param_key(override_key: str) -> str:
+    """`model.layers[0].filters` (as --set writes it) -> `model.layers.0.filters` (as MLflow params hold it)."""
+    return re.sub(r"\[(\d+)\]", r".\1", override_key)
+
+
+def _name(run: RunRecord, param_keys: list[str]) -> str:
+    """A sweep variant's name without its `[key=value ...]` when the table shows those keys as columns anyway."""
+    variant = run.tags.get("xrun.variant")
+    suffix = f" [{variant}]"
+    keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant or "")}
+    if variant and run.name.endswith(suffix) and keys and keys <= set(param_keys):
+        return run.name.removesuffix(suffix)
+    return run.name
 
 
 def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None) -> dict:
     m = run.metrics
     accuracy = next((k for k in _ACCURACY_KEYS if k in m), "accuracy")
-    row = {"name": run.name, "run": run.run_id}
+    row = {"name": _name(run, param_keys), "run": run.run_id}
     row.update({k: run.params.get(k) for k in param_keys})
     row.update({"params": _int(run.params.get("model.total_params")), "epochs": _int(m.get("epochs_run")),
                 "train_loss": m.get("loss"), "train_acc": m.get(accuracy), "val_loss": m.get("val_loss"),
@@ -157,12 +175,19 @@ def sort_rows(rows: list[dict], column: str | None, descending: bool = False) ->
     keep their order (newest first), and rows without a value stay last either way."""
     if not column or not rows:
         return rows
-    if column not in rows[0]:
-        hint = did_you_mean(column, rows[0]) or "columns: " + ", ".join(rows[0])
-        raise XrunError(f"no column '{column}' to sort by", hint=hint)
+    column = _column(column, list(rows[0]))
     present = [r for r in rows if not _missing(r.get(column))]
     missing = [r for r in rows if _missing(r.get(column))]
     return sorted(present, key=lambda r: _sort_key(r[column]), reverse=descending) + missing
+
+
+def _column(name: str, columns: list[str]) -> str:
+    """A column by its key or by the short header the table shows (`batch_size` for `training.batch_size`)."""
+    shown = dict(zip(headers(columns), columns))
+    if name in columns or name in shown:
+        return name if name in columns else shown[name]
+    hint = did_you_mean(name, [*columns, *shown]) or "columns: " + ", ".join(shown)
+    raise XrunError(f"no column '{name}' to sort by", hint=hint)
 
 
 def _missing(value) -> bool:
@@ -206,10 +231,28 @@ def cell(value, column: str = "") -> str:
     if column == "seconds" and isinstance(value, (int, float)):
         return f"{value:.1f}"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+def headers(columns: list[str]) -> list[str]:
+    """Column titles for people: a param key shortened to its shortest unambiguous tail (`batch_size` for
+    `training.batch_size`; `layers.1.units` only where another layer's units are a column too)."""
+    tails = [_tails(c) for c in columns]
+    counts: dict[str, int] = {}
+    for options in tails:
+        for t in set(options):
+            counts[t] = counts.get(t, 0) + 1
+    return [next((t for t in options if counts[t] == 1 and (t == c or t not in columns)), c)
+            for c, options in zip(columns, tails)]
+
+
+def _tails(column: str) -> list[str]:
+    """`model.layers.1.units` -> ['units', 'layers.1.units', 'model.layers.1.units'] (none starts at an index)."""
+    parts = column.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts) - 1, -1, -1) if not parts[i].isdigit()]
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -235,7 +278,7 @@ def to_markdown(rows: list[dict]) -> str:
     if not rows:
         return ""
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |",
+    lines = ["| " + " | ".join(headers(columns)) + " |",
              "|" + "|".join("---:" if c in _NUMERIC else "---" for c in columns) + "|"]
     lines += ["| " + " | ".join(cell(r[c], c).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -246,8 +289,9 @@ def rich_table(rows: list[dict], title: str = ""):
     from rich.text import Text
 
     out = Table(title=title or None, title_justify="left")
-    for column in (rows[0] if rows else LEAD_COLUMNS + RESULT_COLUMNS):
-        out.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold",
+    columns = list(rows[0]) if rows else LEAD_COLUMNS + RESULT_COLUMNS
+    for column, header in zip(columns, headers(columns)):
+        out.add_column(header, justify="right" if column in _NUMERIC else "left", overflow="fold",
                        no_wrap=column in _NUMERIC or column == "run")
     for r in rows:
         out.add_row(*(Text(cell(v, c)) for c, v in r.items()))  # Text: "[a=1]" in a run name is not markup

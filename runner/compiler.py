@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 
 import keras
@@ -25,9 +26,63 @@ def build_model(spec: Spec) -> keras.Model:
     graph = spec.graph
     shape = tuple(input_shape(spec.document))
     layers = {n.name: make_layer(n, spec, output=n.name in graph.outputs) for n in graph.nodes}
+    check_size(spec, shape, layers)
     if is_stack(graph):
         return _sequential(spec, shape, layers)
     return _functional(spec, shape, layers)
+
+
+# Weights may take at most this share of the machine's memory: training needs room for gradients, optimizer
+# slots and activations on top.
+MEMORY_SHARE = 0.5
+
+
+def check_size(spec: Spec, shape: tuple, layers: dict) -> None:
+    """Refuse, before allocating anything, a model whose float32 weights would not fit in memory."""
+    total, largest = 0, (0, None)
+    for node, count in _weight_counts(spec.graph, shape, layers):
+        total += count
+        largest = max(largest, (count, node), key=lambda pair: pair[0])
+    limit = _memory_bytes() * MEMORY_SHARE
+    if total * 4 > limit and largest[1] is not None:
+        raise _node_error(largest[1], spec,
+                          f"the model would have {total:,} parameters ({_gib(total * 4)} of float32 weights; "
+                          f"this layer alone {largest[0]:,}), more than this machine's memory allows "
+                          f"({_gib(limit)})", "make this layer smaller, or pool/stride before it")
+
+
+def _weight_counts(graph: Graph, shape: tuple, layers: dict):
+    """(node, parameter count) per layer, from shapes alone: nothing is built or allocated."""
+    shapes = {INPUT: (None, *shape)}
+    for node in graph.nodes:
+        inputs = [shapes[r] for r in node.inputs]
+        try:
+            shapes[node.name] = tuple(layers[node.name].compute_output_shape(inputs if len(inputs) > 1 else inputs[0]))
+        except Exception:  # a shape the layer cannot take: the real build reports it at the right line
+            return
+        yield node, _estimate(layers[node.name], inputs[0])
+
+
+def _estimate(layer, in_shape: tuple) -> int:
+    channels = in_shape[-1] or 0
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.Dense):
+        return channels * config["units"] + config["units"]
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+        kernel = math.prod(config["kernel_size"]) * channels // config.get("groups", 1)
+        return kernel * config["filters"] + config["filters"]
+    return 0
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):,.1f} GiB"
 
 
 def input_shape(document: dict) -> list[int]:

@@ -11,6 +11,7 @@ from .source import Path_, dotted
 
 INPUT = "input"  # the model's input; inside a block, the block's input
 MAX_BLOCK_DEPTH = 16
+MAX_LAYERS = 10_000  # nested blocks with `repeat` multiply: cap what a few lines can expand to
 _PARAM = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -32,6 +33,7 @@ class Graph:
     nodes: list[Node]             # in an order where every layer comes after its inputs
     outputs: list[str]
     aliases: dict = field(default_factory=dict)  # block instance name -> its last layer
+    entries: dict = field(default_factory=dict)  # a name a block use takes as input -> (path, via, scope)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -50,7 +52,7 @@ def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: 
     expander = _Expander(model.get("blocks") or {}, locate, check_item or (lambda item, path, via: None))
     last = expander.items(model["layers"], ("model", "layers"), INPUT, prefix="", via="", depth=0)
     outputs = _as_list(model.get("outputs")) or [last]
-    graph = Graph(expander.nodes, outputs, expander.aliases)
+    graph = Graph(expander.nodes, outputs, expander.aliases, expander.entries)
     _Checker(graph, locate, merge_types).run()
     return graph
 
@@ -73,8 +75,10 @@ class _Expander:
         self.check_item = check_item
         self.nodes: list[Node] = []
         self.aliases: dict[str, str] = {}
+        self.entries: dict[str, tuple] = {}
         self.taken: set[str] = set()
         self.stack: list[str] = []
+        self.top: Path_ = ()  # the item of model.layers being expanded
 
     def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int) -> str:
         """Expand a list of layers/blocks; returns the name of the last layer."""
@@ -85,6 +89,7 @@ class _Expander:
         renames[INPUT] = prev
         for i, item in enumerate(items):
             here = path + (i,)
+            self.top = here if depth == 0 else self.top
             if "block" in item:
                 prev = self.block_use(item, here, prev, prefix, renames, via, depth)
             else:
@@ -92,6 +97,9 @@ class _Expander:
         return prev
 
     def layer(self, item: dict, path: Path_, prev: str, prefix: str, renames: dict, via: str) -> str:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise XrunError(f"the model expands to more than {MAX_LAYERS:,} layers", where=self.locate(self.top),
+                            path=dotted(self.top), hint="check the repeat: of this block use and of the blocks it uses")
         args = {k: v for k, v in item.items() if k not in ("type", "name", "inputs")}
         name = self.name_for(item.get("name"), item["type"], prefix, renames, path)
         inputs = [renames.get(r, r) for r in _as_list(item.get("inputs"))] or [prev]
@@ -124,7 +132,13 @@ class _Expander:
         params = self.bind_params(block, item, path)
         name = self.name_for(item.get("name"), item["block"], prefix, renames, path)
         given_inputs = _as_list(item.get("inputs"))
+        if len(given_inputs) > 1:
+            raise XrunError(f"a block takes one input, got {len(given_inputs)}", where=self.locate(path + ("inputs",)),
+                            path=dotted(path + ("inputs",)) + (f" (in {via})" if via else ""),
+                            hint="merge them first with Concatenate or Add, and give the block that")
         start = renames.get(given_inputs[0], given_inputs[0]) if given_inputs else prev
+        if given_inputs:  # the block's first layers take it: a wrong name is reported here, where it is written
+            self.entries.setdefault(start, (path + ("inputs",), via, renames))
         here_via = via or f"block '{item['block']}' at {dotted(path)}"
         if depth >= MAX_BLOCK_DEPTH or item["block"] in self.stack:
             raise XrunError(f"block '{item['block']}' uses itself", where=self.locate(path + ("block",)),
@@ -208,6 +222,11 @@ class _Checker:
 
     def check_references(self, node: Node) -> None:
         for ref in node.inputs:
+            if ref != INPUT and ref not in self.by_name and ref in self.graph.entries:
+                path, via, scope = self.graph.entries[ref]
+                raise XrunError(f"unknown layer '{ref}' in inputs", where=self.locate(path),
+                                path=dotted(path) + (f" (in {via})" if via else ""),
+                                hint=did_you_mean(ref, [*scope, *self.by_name]) or "name a layer of this model")
             if ref != INPUT and ref not in self.by_name:
                 known = [*node.scope, *self.by_name, *self.graph.aliases]
                 where = "the layers of this block, or 'input' (the block's input)" if node.via else \
@@ -236,25 +255,27 @@ class _Checker:
         self.graph.outputs = [self.graph.aliases.get(o, o) for o in self.graph.outputs]
 
     def topological(self) -> list[Node]:
-        done, active, order = set(), [], []
-
-        def visit(node: Node) -> None:
-            if node.name in done:
-                return
-            if node.name in active:
-                cycle = active[active.index(node.name):] + [node.name]
-                raise self.error(node, "inputs", "layers form a cycle: " + " -> ".join(reversed(cycle)),
-                                 "a layer may only take inputs from layers that do not depend on it")
-            active.append(node.name)
-            for ref in node.inputs:
-                if ref != INPUT:
-                    visit(self.by_name[ref])
-            active.pop()
-            done.add(node.name)
-            order.append(node)
-
-        for node in self.graph.nodes:
-            visit(node)
+        """The nodes, each after its inputs; iterative, since a long chain written bottom-up is deep."""
+        done, order = set(), []
+        for root in self.graph.nodes:
+            if root.name in done:
+                continue
+            active, stack = [root.name], [(root, iter(root.inputs))]
+            while stack:
+                node, refs = stack[-1]
+                ref = next(refs, None)
+                if ref is None:
+                    stack.pop()
+                    active.pop()
+                    done.add(node.name)
+                    order.append(node)
+                elif ref in active:
+                    cycle = " -> ".join(reversed(active[active.index(ref):] + [ref]))
+                    raise self.error(self.by_name[ref], "inputs", f"layers form a cycle: {cycle}",
+                                     "a layer may only take inputs from layers that do not depend on it")
+                elif ref != INPUT and ref not in done:
+                    active.append(ref)
+                    stack.append((self.by_name[ref], iter(self.by_name[ref].inputs)))
         return order
 
     def check_all_used(self) -> None:

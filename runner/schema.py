@@ -126,13 +126,15 @@ def _position(error: XrunError) -> tuple:
 
 
 def _explain(err: jsonschema.ValidationError, locate: Locate, shown, misspelt: set = frozenset()) -> list[XrunError]:
+    return [XrunError(msg, where=locate(p, key), path=shown(p) or "(top level)", hint=hint)
+            for p, key, msg, hint in _items(err, misspelt)]
+
+
+def _items(err: jsonschema.ValidationError, misspelt: set):
     path = tuple(err.absolute_path)
     if err.validator == "required":
-        items = _required(err, path, skip={key for p, key in misspelt if p == path})
-    else:
-        items = _EXPLAINERS.get(err.validator, _fallback)(err, path)
-    return [XrunError(msg, where=locate(p, key), path=shown(p) or "(top level)", hint=hint)
-            for p, key, msg, hint in items]
+        return _required(err, path, skip={key for p, key in misspelt if p == path})
+    return _EXPLAINERS.get(err.validator, _fallback)(err, path)
 
 
 # Each explainer yields (path, point-at-key?, message, hint) for one jsonschema error.
@@ -163,11 +165,17 @@ def _required(err, path, skip=frozenset()):
             yield path, False, f"missing required key '{name}'", f"add '{name}:' here"
 
 
+# Keras arguments counted in steps that an experiment gives in epochs (the trainer converts them).
+_IN_EPOCHS = {"decay_steps": "decay_epochs", "warmup_steps": "warmup_epochs", "boundaries": "boundaries_epochs"}
+
+
 def _unexpected(err, path):
     allowed = _allowed_keys(err.schema)
     for key in err.instance:
         if key not in allowed:
             hint = did_you_mean(key, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)) if allowed else None)
+            if _IN_EPOCHS.get(key) in allowed:
+                hint = f"an experiment counts in epochs: use '{_IN_EPOCHS[key]}'"
             owner = err.instance.get("type") if isinstance(err.instance.get("type"), str) else None
             where = f" for {owner}" if owner else ""
             yield path + (key,), True, f"unknown key '{key}'{where}", hint
@@ -211,8 +219,9 @@ def _alternatives(err, path):
     options = err.validator_value
     fitting = _fitting_alternatives(err)
     if len(fitting) == 1:
+        misspelt = _misspelt(fitting[0])
         for sub in fitting[0]:
-            yield from _EXPLAINERS.get(sub.validator, _fallback)(sub, tuple(sub.absolute_path))
+            yield from _items(sub, misspelt)
         return
     yield path, False, f"{_describe_value(err.instance)} is not allowed here", \
         "expected " + " or ".join(_describe_schema(o) for o in options)

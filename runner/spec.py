@@ -6,6 +6,7 @@ Nothing here imports TensorFlow, so `xrun validate` stays fast.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,10 @@ def _apply_override(document: dict, locs: Locations, text: str) -> None:
                         hint="edit extends in the file, or set the values you want to change")
     value = _typed_value(document, path, raw, where)
     replaced = _set_path(document, path, value, where)
+    # Locations of what was replaced would point at text that no longer applies (a cleared mapping keeps its own).
+    n = len(replaced)
     for table in (locs.values, locs.keys):
-        for p in [p for p in table if p[:len(replaced)] == replaced and len(p) > len(replaced) - (replaced == path)]:
+        for p in [p for p in table if p[:n] == replaced and (len(p) > n or replaced == path)]:
             del table[p]
     locs.values[path] = where
     locs.keys[path] = where
@@ -227,19 +230,27 @@ def _set_path(document: dict, path: Path_, value, where: Location) -> Path_:
     return path
 
 
-# --- checks after expansion ------------------------------------------------------------------------------
+# --- checks of layers and of the whole ------------------------------------------------------------------------------
 
 def _item_checker(locate):
     """Checks one layer or block use, params filled in, against the schema, as the graph expands it."""
+    passed: set[str] = set()  # a block repeated many times yields the same items: check each once
+
     def check(item: dict, origin: Path_, via: str) -> None:
+        key = json.dumps(item, sort_keys=True, default=str)
+        if key in passed:
+            return
+
         def shown(p) -> str:
             return dotted(origin + tuple(p)) + (f" (in {via})" if via else "")
 
-        schema.check(item, lambda p, key=False: locate(origin + tuple(p), key), "#/$defs/model_item", shown)
+        if via:  # an item of model.layers was checked with the whole document already
+            schema.check(item, lambda p, key=False: locate(origin + tuple(p), key), "#/$defs/model_item", shown)
         refused = item.get("class_name") if item.get("type") == "KerasLayer" else None
         if refused in schema.REFUSED_LAYERS:
             raise XrunError(f"the layer '{refused}' is not allowed", where=locate(origin + ("class_name",)),
                             path=shown(("class_name",)), hint=schema.REFUSED_LAYERS[refused])
+        passed.add(key)
     return check
 
 

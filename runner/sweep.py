@@ -7,14 +7,20 @@ import itertools
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import Location, XrunError
+from .source import parse
 from .spec import Spec, load_spec
+
+# Nothing here imports TensorFlow or MLflow at module level: `xrun sweep --dry-run` needs neither.
 
 
 @dataclass(frozen=True)
@@ -28,33 +34,71 @@ class Variant:
         return " ".join(self.overrides)
 
 
-def parse_grid_option(text: str) -> tuple[str, list]:
-    """`--grid training.batch_size=32,64,128` -> ('training.batch_size', [32, 64, 128])."""
-    key, sep, values = text.partition("=")
-    if not sep or not key or not values:
-        raise XrunError("expected KEY=V1,V2,...", where=Location(f"--grid {text}"),
-                        hint="e.g. --grid training.batch_size=64,128")
-    import yaml
+# --- the variants ----------------------------------------------------------------------------------------
 
-    return key.strip(), [yaml.safe_load(v) for v in values.split(",")]
+def parse_grid_option(text: str) -> tuple[str, list]:
+    """`--grid training.batch_size=32,64,128` -> ('training.batch_size', [32, 64, 128]).
+
+    Commas inside brackets or quotes do not split: `--grid model.layers[0].kernel_size=[3,3],[5,5]`.
+    """
+    where = Location(f"--grid {text}")
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise XrunError("expected KEY=V1,V2,...", where=where, hint="e.g. --grid training.batch_size=64,128")
+    return key.strip(), [_parse_value(v, where) for v in _split_values(values)]
+
+
+def _split_values(text: str) -> list[str]:
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    return [p.strip() for p in [*parts, "".join(current)]]
+
+
+def _parse_value(raw: str, where: Location):
+    """A value read as `--set` reads it (so `1e-3` is a number, as in the YAML files)."""
+    if not raw:
+        raise XrunError("an empty value in the list", where=where, hint="e.g. --grid training.batch_size=64,128")
+    try:
+        return parse(f"v: {raw}", str(where))[0]["v"]
+    except XrunError as exc:
+        raise XrunError(f"'{raw}' is not a YAML value ({exc.message})", where=where) from None
 
 
 def variants(spec: Spec, cli_grid: list[str] = ()) -> list[Variant]:
-    """Every grid combination, times each random sample (the YAML's `sweep` section plus --grid)."""
+    """Every grid combination, times each random sample (the YAML's `sweep` section plus --grid), without repeats."""
     section = spec.document.get("sweep") or {}
-    grid = dict(section.get("grid") or {})
-    grid.update(parse_grid_option(g) for g in cli_grid)
-    samples = _random_samples(section)
+    grid, space = dict(section.get("grid") or {}), dict(section.get("random") or {})
+    both = sorted(set(grid) & set(space))
+    if both:
+        raise XrunError(f"{both[0]} is both in sweep.grid and sweep.random", where=spec.locate(("sweep", "random")),
+                        path="sweep", hint="sweep each key one way")
+    for key, values in map(parse_grid_option, cli_grid):
+        grid[key] = values  # --grid replaces the file's values for that key (grid or random)
+        space.pop(key, None)
+    samples = _random_samples(space, section)
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     out = [Variant(tuple(f"{k}={_yaml_value(v)}" for k, v in {**p, **s}.items())) for p in points for s in samples]
     if out == [Variant(())]:
         raise XrunError("nothing to sweep", where=spec.locate(("name",)),
                         hint="add a `sweep:` section with grid/random, or pass --grid KEY=V1,V2")
-    return out
+    # Random draws can repeat (a `choice`, a narrow `randint`); with one shared seed a repeat is the same run again.
+    return list(dict.fromkeys(out))
 
 
-def _random_samples(section: dict) -> list[dict]:
-    space = section.get("random") or {}
+def _random_samples(space: dict, section: dict) -> list[dict]:
     if not space:
         return [{}]
     rng = random.Random(section.get("seed", 0))
@@ -68,11 +112,24 @@ def _draw(rng: random.Random, dist: dict):
              "loguniform": lambda: math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))),
              "randint": lambda: rng.randint(*arg)}
     value = draws[kind]()
-    return float(f"{value:.6g}") if isinstance(value, float) else value
+    if kind in ("uniform", "loguniform"):
+        # Six significant digits keep run names readable; rounding must not step outside the range asked for.
+        value = min(max(float(f"{value:.6g}"), min(arg)), max(arg))
+    return value
 
 
 def _yaml_value(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """The value as `--set` text that reads back as the same value."""
+    if isinstance(value, str):
+        try:
+            if parse(f"v: {value}", "value")[0]["v"] == value:
+                return value
+        except XrunError:
+            pass
+    if isinstance(value, float) and math.isfinite(value):
+        text = format(value, ".12g")  # 1e+12, not 1000000000000.0
+        return text if any(c in text for c in ".e") else text + ".0"  # and a float stays a float
+    return json.dumps(value)  # JSON is YAML: quoted strings, numbers, flow lists and mappings
 
 
 def check(path: Path, overrides: list[str], todo: list[Variant]) -> list[Spec]:
@@ -86,25 +143,64 @@ def sweep_key(spec: Spec, all_variants: list[Variant]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _shared_seed(base: Spec, key: str) -> list[str]:
+    """Variants of an unseeded experiment share one seed (derived from the sweep), so only the swept keys differ."""
+    if base.document["training"].get("seed") is not None:
+        return []
+    return [f"training.seed={int(key[:8], 16) % 2**31}"]
+
+
+@dataclass
+class _Plan:
+    base: Spec
+    key: str
+    overrides: list[str]            # the command's --set, plus the shared seed
+    specs: dict                     # Variant -> its checked Spec, in sweep order
+
+
+def _prepare(path: Path, overrides: list[str], cli_grid: list[str]) -> _Plan:
+    base = load_spec(path, overrides)
+    all_variants = variants(base, cli_grid)
+    key = sweep_key(base, all_variants)
+    # A variant is one experiment: its `sweep` section (the family it came from) stays with the parent run.
+    overrides = [*overrides, *_shared_seed(base, key), "sweep={}"]
+    return _Plan(base, key, overrides, dict(zip(all_variants, check(path, overrides, all_variants))))
+
+
+def plan(path: Path, overrides: list[str], cli_grid: list[str]) -> list[Variant]:
+    """The variants a sweep would train, each checked as `xrun validate` would (no TensorFlow, no MLflow)."""
+    return list(_prepare(path, overrides, cli_grid).specs)
+
+
+# --- running them ----------------------------------------------------------------------------------------
+
 @dataclass
 class Outcome:
     variant: Variant
     status: str
     error: str = ""
+    seconds: float = 0.0
+
+
+def run_name(name: str, variant: Variant) -> str:
+    """A child run's name says what varied."""
+    return f"{name} [{variant.key}]"
 
 
 def run_in_process(spec: Spec, variant: Variant, *, parent_id: str, uri: str, data_dir, console) -> Outcome:
     from .train import run_experiment
 
+    started = time.perf_counter()
     try:
         run_experiment(spec, tracking_uri=uri, data_dir=data_dir, console=console, quiet=True,
-                       parent_run_id=parent_id, run_name=f"{spec.name} [{variant.key}]",
+                       parent_run_id=parent_id, run_name=run_name(spec.name, variant),
                        tags={"xrun.variant": variant.key})
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing variant is recorded FAILED; the sweep goes on
-        return Outcome(variant, "FAILED", f"{type(exc).__name__}: {exc}")
-    return Outcome(variant, "FINISHED")
+        message = exc.line() if isinstance(exc, XrunError) else f"{type(exc).__name__}: {exc}"
+        return Outcome(variant, "FAILED", _one_line(message), time.perf_counter() - started)
+    return Outcome(variant, "FINISHED", seconds=time.perf_counter() - started)
 
 
 def run_in_subprocess(path: Path, overrides: list[str], variant: Variant, *, parent_id: str, uri: str,
@@ -115,17 +211,25 @@ def run_in_subprocess(path: Path, overrides: list[str], variant: Variant, *, par
     command += [a for o in [*overrides, *variant.overrides] for a in ("--set", o)]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
+    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
     if done.returncode == 0:
-        return Outcome(variant, "FINISHED")
-    return Outcome(variant, "FAILED", (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1])
+        return Outcome(variant, "FINISHED", seconds=seconds)
+    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return Outcome(variant, "FAILED", _one_line(last), seconds)
 
 
-def run_all(todo: list[Variant], run_one, jobs: int) -> list[Outcome]:
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def run_all(todo: list[Variant], run_one: Callable[[int, Variant], Outcome], jobs: int) -> list[Outcome]:
+    """Outcomes in the order of `todo`, whatever order they finish in."""
     if jobs <= 1:
-        return [run_one(v) for v in todo]
+        return [run_one(i, v) for i, v in enumerate(todo, 1)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(run_one, todo))
+        return list(pool.map(run_one, range(1, len(todo) + 1), todo))
 
 
 @dataclass
@@ -137,54 +241,68 @@ class Report:
 
 
 def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: int = 1, uri: str,
-              data_dir=None, console=None, dry_run: bool = False) -> Report:
+              data_dir=None, console=None, progress: Callable[[str], None] | None = None) -> Report:
     """Run every variant not yet FINISHED under one parent run; a failing variant does not stop the others."""
     from . import tracking
 
-    base = load_spec(path, overrides)
-    all_variants = variants(base, cli_grid)
-    if dry_run:
-        return Report(None, all_variants, [], [])
-    key = sweep_key(base, all_variants)
-    overrides = [*overrides, *_shared_seed(base, key)]
-    specs = dict(zip(all_variants, check(path, overrides, all_variants)))
-    experiment = base.document["tracking"]["experiment"]
-    parent_id, done = _parent(tracking, base, key, experiment, uri)
+    p = _prepare(path, overrides, cli_grid)
+    all_variants = list(p.specs)
+    parent_id, done = _parent(tracking, p, uri)
     todo = [v for v in all_variants if v.key not in done]
+    say = progress or (lambda line: None)
+    if done:
+        say(f"sweep {parent_id[:8]}: {len(done & {v.key for v in all_variants})} variants finished earlier, "
+            f"{len(todo)} to run")
 
-    def one(v: Variant) -> Outcome:
+    def one(i: int, v: Variant) -> Outcome:
+        say(f"[{i}/{len(todo)}] {v.key}: training")
         if jobs > 1:
-            return run_in_subprocess(path, overrides, v, parent_id=parent_id, uri=uri, data_dir=data_dir)
-        return run_in_process(specs[v], v, parent_id=parent_id, uri=uri, data_dir=data_dir, console=console)
+            outcome = run_in_subprocess(path, p.overrides, v, parent_id=parent_id, uri=uri, data_dir=data_dir)
+        else:
+            outcome = run_in_process(p.specs[v], v, parent_id=parent_id, uri=uri, data_dir=data_dir,
+                                     console=console)
+        say(f"[{i}/{len(todo)}] {v.key}: {outcome.status} in {outcome.seconds:.1f}s")
+        return outcome
 
+    status = "KILLED"
     try:
         outcomes = run_all(todo, one, jobs)
+        status = "FAILED" if any(o.status != "FINISHED" for o in outcomes) else "FINISHED"
     except KeyboardInterrupt:
-        tracking.end_run(parent_id, "KILLED", uri)
         raise
-    failed = any(o.status != "FINISHED" for o in outcomes)
-    tracking.end_run(parent_id, "FAILED" if failed else "FINISHED", uri)
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:  # the parent never stays RUNNING
+        tracking.end_run(parent_id, status, uri)
     return Report(parent_id, all_variants, [v for v in all_variants if v.key in done], outcomes)
 
 
-def _shared_seed(base: Spec, key: str) -> list[str]:
-    """Variants of an unseeded experiment share one seed (derived from the sweep), so only the swept keys differ."""
-    if base.document["training"].get("seed") is not None:
-        return []
-    return [f"training.seed={int(key[:8], 16) % 2**31}"]
-
-
-def _parent(tracking, base: Spec, key: str, experiment: str, uri: str) -> tuple[str, set[str]]:
+def _parent(tracking, p: _Plan, uri: str) -> tuple[str, set[str]]:
     """The parent run of this sweep (reopened if an earlier attempt made it) and its FINISHED variants."""
+    experiment = p.base.document["tracking"]["experiment"]
     try:
-        earlier = tracking.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{key}'")
+        earlier = tracking.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
     except XrunError:  # the experiment does not exist yet
         earlier = []
     if not earlier:
-        run = tracking.Run(uri, experiment, f"{base.name} sweep", base.document.get("description", ""),
-                           tags={"xrun.sweep_key": key, "xrun.sweep": "parent", "experiment.file": str(base.path)})
-        return run.run_id, set()
+        return _new_parent(tracking, p, uri, experiment), set()
     parent_id = earlier[0].run_id
     tracking.reopen(parent_id, uri)
-    children = tracking.find_runs(uri, experiments=[experiment], parent_run_id=parent_id)
+    # Children are looked for in every experiment: a sweep over tracking.experiment puts them elsewhere.
+    children = tracking.find_runs(uri, parent_run_id=parent_id)
     return parent_id, {c.tags.get("xrun.variant") for c in children if c.status == "FINISHED"}
+
+
+def _new_parent(tracking, p: _Plan, uri: str, experiment: str) -> str:
+    base = p.base
+    run = tracking.Run(uri, experiment, f"{base.name} sweep", base.document.get("description", ""),
+                       tags={"xrun.sweep_key": p.key, "xrun.sweep": "parent", "xrun.variants": len(p.specs),
+                             "experiment.file": str(base.path)})
+    try:
+        run.log_text(base.text, f"config/{base.path.name}")
+        run.log_text("".join(f"{v.key}\n" for v in p.specs), "sweep/variants.txt")
+        run.log_text("".join(f"{o}\n" for o in p.overrides), "config/overrides.txt")
+    finally:
+        shutil.rmtree(run.artifact_dir, ignore_errors=True)  # a parent trains nothing: its scratch folder goes
+    return run.run_id

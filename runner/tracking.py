@@ -65,6 +65,8 @@ def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
 
 def flatten(config, prefix: str = "") -> dict[str, str]:
     """Dotted keys for a nested config: {'optimizer.learning_rate': '0.001', 'model.layers.0.filters': '32'}."""
+    if isinstance(config, dict) and not config and prefix:
+        return {prefix: "{}"}  # keep the key: an empty section was still asked for
     if isinstance(config, dict):
         items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in config.items()]
     elif isinstance(config, list) and any(isinstance(v, (dict, list)) for v in config):
@@ -89,9 +91,11 @@ class Run:
                  parent_run_id: str | None = None):
         mlflow.set_tracking_uri(uri)
         self.uri = uri
-        self.client = _ready_client(uri)
         try:
+            self.client = _ready_client(uri)
             self.experiment_id = _experiment_id(self.client, experiment, uri)
+        except XrunError:
+            raise
         except Exception as exc:  # the store or server is not there: say so before anything trains
             raise XrunError(f"cannot reach the MLflow tracking store at {uri} ({_short(exc)})",
                             hint="start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or unset it "

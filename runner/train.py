@@ -84,9 +84,10 @@ def settings_for(training: dict) -> Settings:
         device=_device_name(gpus),
         seed=seed if seed is not None else secrets.randbelow(2**31),
         seed_given=seed is not None,
-        # A given seed promises a repeatable run; TensorFlow only guarantees that with op determinism, which
-        # is cheap on the CPU. GPU kernels may lack deterministic versions, so GPU runs are left as they are.
-        deterministic=seed is not None and not gpus)
+        # Every run has a seed (given, or drawn and recorded in resolved.yaml), and on the CPU it repeats exactly
+        # only with op determinism, which costs no measurable time there. Drawn seeds get it too, so the resolved
+        # YAML reproduces the run. GPU kernels may lack deterministic versions, so GPU runs are left as they are.
+        deterministic=not gpus)
 
 
 def _precision(asked: str, gpus: list) -> str:
@@ -265,7 +266,7 @@ def _log_inputs(job: _Job) -> None:
     params = tracking.flatten(job.document)
     params.update({"runtime.precision": settings.precision, "runtime.jit_compile": settings.jit_compile,
                    "runtime.steps_per_execution": settings.steps_per_execution,
-                   "runtime.deterministic": settings.deterministic,
+                   "runtime.deterministic": settings.deterministic, "runtime.seed_given": settings.seed_given,
                    "runtime.overrides": " ".join(spec.overrides)})
     run.log_params(params)
 

@@ -99,7 +99,8 @@ def test_separable_and_depthwise_convolutions_take_their_own_arguments(tmp_path)
 # --- KerasLayer ----------------------------------------------------------------------------------------
 
 def test_any_keras_layer_by_class_name(tmp_path):
-    model = build(tmp_path, "  layers:\n    - {type: KerasLayer, class_name: LayerNormalization, config: {epsilon: 0.01}}\n"
+    model = build(tmp_path, "  layers:\n"
+                  "    - {type: KerasLayer, class_name: LayerNormalization, config: {epsilon: 0.01}}\n"
                   "    - {type: Flatten}\n    - {type: Dense, units: 10}\n")
     norm = model.layers[0]
     assert type(norm).__name__ == "LayerNormalization" and norm.epsilon == 0.01 and norm.name == "keras_layer"
@@ -196,11 +197,13 @@ SHAPE_ERRORS = {
         "6:14: model.layers[1]: Conv2D needs a 4D input (batch, height, width, channels), got 2D (None, 784); "
         "put it before Flatten and Dense layers, or Reshape its input to 4D"),
     "a Reshape to another size": (
-        "  layers:\n    - {type: Reshape, target_shape: [10, 10]}\n    - {type: Flatten}\n    - {type: Dense, units: 10}\n",
+        "  layers:\n    - {type: Reshape, target_shape: [10, 10]}\n    - {type: Flatten}\n"
+        "    - {type: Dense, units: 10}\n",
         "5:14: model.layers[0]: Reshape cannot turn its input (None, 28, 28, 1) (784 values) into target_shape "
         "[10, 10] (100 values); give target_shape the same number of values; -1 for one axis works it out"),
     "a Reshape that cannot divide": (
-        "  layers:\n    - {type: Reshape, target_shape: [-1, 5]}\n    - {type: Flatten}\n    - {type: Dense, units: 10}\n",
+        "  layers:\n    - {type: Reshape, target_shape: [-1, 5]}\n    - {type: Flatten}\n"
+        "    - {type: Dense, units: 10}\n",
         "5:14: model.layers[0]: Reshape cannot turn its input (None, 28, 28, 1) (784 values) into target_shape "
         "[-1, 5] (a multiple of 5 values); give target_shape the same number of values; -1 for one axis works it out"),
     "a shape error inside a block": (
@@ -233,10 +236,12 @@ def test_shape_errors_point_at_the_layer(tmp_path, model, expected):
 
 def test_a_dense_layer_on_an_image_works(tmp_path):
     # Not an error: Keras applies Dense to the last axis.
-    model = build(tmp_path, "  layers:\n    - {type: Dense, units: 3}\n    - {type: Flatten}\n    - {type: Dense, units: 10}\n")
+    model = build(tmp_path, "  layers:\n    - {type: Dense, units: 3}\n    - {type: Flatten}\n"
+                  "    - {type: Dense, units: 10}\n")
     assert tuple(model.layers[0].output.shape) == (None, 28, 28, 3)
 
 
 def test_input_shape_overrides_the_dataset(tmp_path):
-    model = build(tmp_path, "  input_shape: [8, 8, 3]\n  layers:\n    - {type: Flatten}\n    - {type: Dense, units: 10}\n")
+    model = build(tmp_path, "  input_shape: [8, 8, 3]\n  layers:\n    - {type: Flatten}\n"
+                  "    - {type: Dense, units: 10}\n")
     assert tuple(model.input_shape) == (None, 8, 8, 3)

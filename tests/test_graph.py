@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import XrunError
-from runner.graph import snake
+from runner.graph import build_graph, snake
 from runner.spec import load_spec
 
 BASE = Path(__file__).resolve().parent.parent / "experiments" / "base" / "seed004.yaml"
@@ -176,6 +176,16 @@ BLOCK_ERRORS = {
         "  layers:\n    - {block: c, n: two}\n    - {type: Dense, units: 10}\n",
         "11:30: model.blocks.c.layers[0].repeat (in block 'c' at model.layers[0]): "
         "expected an integer, got string 'two'"),
+    "a block given two inputs": (
+        "  blocks:\n    b:\n      layers:\n        - {type: Dense, units: 3}\n  layers:\n"
+        "    - {type: Flatten, name: f}\n    - {type: Flatten, name: g, inputs: input}\n"
+        "    - {block: b, inputs: [f, g]}\n    - {type: Dense, units: 10}\n",
+        "11:26: model.layers[2].inputs: a block takes one input, got 2; "
+        "merge them first with Concatenate or Add, and give the block that"),
+    "a block given an unknown input": (
+        "  blocks:\n    b:\n      layers:\n        - {type: Dense, units: 3}\n  layers:\n"
+        "    - {type: Flatten, name: f}\n    - {block: b, inputs: ff}\n    - {type: Dense, units: 10}\n",
+        "10:26: model.layers[1].inputs: unknown layer 'ff' in inputs; did you mean 'f'?"),
     "a bad reference inside a block": (
         RESIDUAL.replace("inputs: [b, input]", "inputs: [bb, input]"),
         "10:42: model.blocks.residual.layers[2].inputs (in block 'residual' at model.layers[1]): "
@@ -274,3 +284,34 @@ def test_graph_errors(tmp_path, model, expected):
                                              ("GlobalAveragePooling2D", "global_average_pooling2d")])
 def test_default_names_follow_keras(type_name, name):
     assert snake(type_name) == name
+
+
+def test_nested_repeats_cannot_expand_without_bound(tmp_path):
+    message = error_of(tmp_path, """\
+  blocks:
+    a:
+      layers:
+        - {block: b, repeat: 1000}
+    b:
+      layers:
+        - {block: c, repeat: 1000}
+    c:
+      layers:
+        - {type: Dropout, rate: 0.1}
+  layers:
+    - {type: Flatten}
+    - {block: a, repeat: 1000}
+    - {type: Dense, units: 10}
+""")
+    assert message == ("16:7: model.layers[1]: the model expands to more than 10,000 layers; "
+                       "check the repeat: of this block use and of the blocks it uses")
+
+
+def test_a_long_chain_written_bottom_up():
+    # Deeper than Python's recursion limit: the ordering must not recurse.
+    n = 3000
+    layers = [{"type": "Dense", "name": "out", "units": 10, "inputs": "d0"}]
+    layers += [{"type": "Dropout", "name": f"d{i}", "rate": 0.1, "inputs": f"d{i + 1}"} for i in range(n)]
+    layers += [{"type": "Flatten", "name": f"d{n}", "inputs": "input"}]
+    graph = build_graph({"layers": layers, "outputs": "out"}, lambda *a, **k: None, set())
+    assert graph.nodes[0].name == f"d{n}" and graph.nodes[-1].name == "out"

@@ -53,7 +53,7 @@ def test_initializers_resolve(name):
 @pytest.mark.parametrize("type_name", sorted(set(DEFS["layers"]) - {"KerasLayer"}))
 def test_layer_properties_are_init_arguments(type_name):
     cls = registry.LAYERS[type_name]
-    own = set(inspect.signature(cls.__init__).parameters)
+    own = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     allowed = init_arguments(cls)  # own, plus those handed to the base Layer (trainable, dtype, ...)
     assert own <= allowed
     properties = set(DEFS["layers"][type_name]["properties"]) - LAYER_BASE

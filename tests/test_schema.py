@@ -102,6 +102,18 @@ CASES = {
     "unknown callback": (
         layers("{type: Dense, units: 10}") + "callbacks: [{type: EarlyStop}]\n",
         "6:20: callbacks[0].type: unknown callback 'EarlyStop'; did you mean 'EarlyStopping'?"),
+    "a schedule missing an argument": (
+        layers("{type: Dense, units: 10}") + "optimizer:\n  learning_rate: {type: CosineDecay}\n",
+        "7:18: optimizer.learning_rate: missing required key 'initial_learning_rate'; "
+        "add 'initial_learning_rate:' here"),
+    "a Keras argument in steps": (
+        layers("{type: Dense, units: 10}") + "optimizer:\n  learning_rate:\n    {type: ExponentialDecay, "
+        "initial_learning_rate: 0.1, decay_rate: 0.9, decay_steps: 3}\n",
+        "8:75: optimizer.learning_rate.decay_steps: unknown key 'decay_steps' for ExponentialDecay; "
+        "an experiment counts in epochs: use 'decay_epochs'"),
+    "neither of two forms": (
+        layers("{type: Dense, units: 10}") + "training: {epochs: 1, steps_per_execution: fast}\n",
+        "6:44: training.steps_per_execution: string 'fast' is not allowed here; expected an integer >= 1 or 'auto'"),
     "Lambda refused": (
         layers("{type: Lambda}", "{type: Dense, units: 10}"),
         "5:14: model.layers[0].type: the layer type 'Lambda' is not allowed; "
@@ -140,7 +152,8 @@ def test_an_unknown_type_hides_the_complaints_it_causes(tmp_path):
 def test_an_error_in_a_base_file_points_into_that_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(f"extends: {BASE}\ntraining: {{epochz: 5}}\n")
-    path, message = error_of(tmp_path, "extends: base.yaml\nname: t\nmodel:\n  layers:\n    - {type: Dense, units: 10}\n")
+    path, message = error_of(tmp_path, "extends: base.yaml\nname: t\nmodel:\n  layers:\n"
+                             "    - {type: Dense, units: 10}\n")
     assert message == f"{base}:2:12: training.epochz: unknown key 'epochz'; did you mean 'epochs'?"
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import XrunError
-from runner.spec import load_spec
+from runner.errors import Location, XrunError
+from runner.spec import _typed_value, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "experiments" / "base" / "seed004.yaml"
@@ -122,6 +122,9 @@ def test_a_name_override_stays_text():
     assert error_of(MODEL1, ["name=123"]) == (
         "--set name=123: name: '123' is not a valid name; use letters, digits, '_', '.' or '-', starting with a letter")
     assert load_spec(MODEL1, ["name=run7"]).name == "run7"
+    where = Location("--set name=123")
+    assert _typed_value({}, ("name",), "123", where) == "123"
+    assert _typed_value({}, ("training", "epochs"), "3", where) == 3
 
 
 def test_a_new_type_clears_the_old_arguments():

@@ -1,0 +1,106 @@
+"""Shared by the training tests: a tiny experiment written to a folder, a quiet run of it, and MLflow read-backs."""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = str(REPO.parent / "shared" / "datasets")
+MNIST_FINGERPRINT = "c473ce9de4170e6f"
+
+# Conv2D(4, 3) + MaxPool + Flatten + Dense(10): (3*3*1*4 + 4) + (13*13*4*10 + 10) = 40 + 6770 parameters.
+TINY_PARAMS = 6810
+
+TINY = {
+    "name": "tiny",
+    "description": "A tiny conv net for the training tests.",
+    "data": {"dataset": "mnist", "limit": 512, "validation": "split", "validation_split": 0.2},
+    "model": {"layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    ]},
+    "optimizer": {"type": "Adam", "learning_rate": 0.01},
+    "loss": "CategoricalCrossentropy",
+    "training": {"epochs": 2, "batch_size": 64, "seed": 7},
+    "tracking": {"experiment": "tests", "log_model": False, "log_images": False},
+}
+
+
+def experiment(**sections) -> dict:
+    """TINY with whole sections replaced (`None` removes one), e.g. experiment(loss="SparseCategoricalCrossentropy")."""
+    document = copy.deepcopy(TINY)
+    for key, value in sections.items():
+        if value is None:
+            document.pop(key, None)
+        else:
+            document[key] = value
+    return document
+
+
+def write_experiment(folder: Path, document: dict | None = None, name: str = "tiny.yaml",
+                     header: str = "# written by the tests\n") -> Path:
+    path = Path(folder) / name
+    path.write_text(header + yaml.safe_dump(document or TINY, sort_keys=False))
+    return path
+
+
+def store_uri(folder: Path) -> str:
+    return f"sqlite:///{Path(folder) / 'mlflow.db'}"
+
+
+def train(path: Path, overrides=(), *, uri: str | None = None, console=None, **kwargs):
+    """Load and run an experiment quietly into the store beside it; returns the Result."""
+    from rich.console import Console
+
+    from runner.spec import load_spec
+    from runner.train import run_experiment
+
+    spec = load_spec(path, list(overrides))
+    return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=True,
+                          console=console or Console(file=io.StringIO()), **kwargs)
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def only_run(uri: str, experiment: str = "tests"):
+    """The one run of the experiment in a fresh store (tests give each run its own store)."""
+    c = client(uri)
+    runs = c.search_runs([c.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def history(uri: str, run_id: str, key: str) -> list[float]:
+    """One value per step, in step order; asserts steps are 1..N with no repeats."""
+    metrics = sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.step)
+    assert [m.step for m in metrics] == list(range(1, len(metrics) + 1)), (key, [m.step for m in metrics])
+    return [m.value for m in metrics]
+
+
+def artifact_paths(uri: str, run_id: str, folder: str | None = None) -> set[str]:
+    c, out = client(uri), set()
+    for item in c.list_artifacts(run_id, folder):
+        out |= artifact_paths(uri, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def artifact_text(uri: str, run_id: str, path: str) -> str:
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri)).read_text()
+
+
+def artifact_file(uri: str, run_id: str, path: str, dest: Path) -> Path:
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=str(dest)))

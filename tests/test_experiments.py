@@ -1,0 +1,87 @@
+"""Every experiment in experiments/ validates and builds, with exactly the parameter counts its seed reports.
+
+A new experiment file fails here until its counts are pinned in PARAMS.
+"""
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from runner import cli, report
+from runner.runtime import import_tensorflow
+from runner.spec import load_spec
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+FILES = sorted(EXPERIMENTS.glob("*.yaml"))
+
+# (total, trainable, non-trainable) parameters: the seed summaries' figures, or as built where a seed gives none.
+PARAMS = {
+    "model1": (646_410, 645_130, 1_280),
+    "model2": (1_211_274, 1_209_994, 1_280),
+    "model3": (696_330, 695_050, 1_280),
+    "model4": (3_842_890, 3_842_122, 768),
+    "model5": (1_211_274, 1_209_994, 1_280),
+    "model6": (7_396_362, 7_395_594, 768),
+    "model7": (2_686_602, 2_685_322, 1_280),
+    "model8": (2_588_298, 2_587_018, 1_280),
+    "model9": (3_210_378, 3_209_098, 1_280),
+    "model10": (37_987_722, 37_986_442, 1_280),
+    "seed000_yogi": (403_722, 403_338, 384),
+    "seed002_method1": (403_722, 403_338, 384),  # the seed-000 network
+    "seed001_cnn5": (61_794, 61_750, 44),
+    "seed001_minivgg": (1_679_082, 1_677_674, 1_408),
+    "seed002_method2": (2_213_610, 2_210_154, 3_456),
+}
+
+
+@functools.cache
+def built(path: Path):
+    """Spec and model of an experiment, built once per session (model10 alone has 38M parameters)."""
+    import_tensorflow()
+    from runner.compiler import build_model
+    spec = load_spec(path)
+    return spec, build_model(spec)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_experiment_builds_with_its_parameter_counts(path):
+    assert path.stem in PARAMS, f"pin the parameter counts of {path.name} in PARAMS (xrun summary {path} shows them)"
+    spec, model = built(path)
+    assert spec.name == path.stem
+    info = report.model_info(model, spec.graph)
+    assert (info["total_params"], info["trainable_params"], info["non_trainable_params"]) == PARAMS[path.stem]
+    assert info["layers"][-1]["output_shape"] == [None, 10]
+
+
+def test_every_pinned_experiment_exists():
+    assert set(PARAMS) == {p.stem for p in FILES}
+
+
+def test_model10_summary_shows_the_branches_and_the_merge(monkeypatch, capsys):
+    path = EXPERIMENTS / "model10.yaml"
+    from runner import compiler
+    monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])  # the model built above
+    assert cli.main(["summary", str(path), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in info["layers"]}
+    assert info["total_params"] == 37_987_722
+    merge = next(row for row in info["layers"] if row["type"] == "Concatenate")
+    assert merge["name"] == "merged"
+    assert merge["inputs"] == ["branch_1x1", "branch_3x3", "branch_5x5", "branch_pool"]
+    assert merge["output_shape"] == [None, 28, 28, 128]
+    for name in ["branch_1x1", "branch_3x3", "branch_5x5", "branch_pool_1x1"]:
+        assert rows[name]["inputs"] == ["input"] and rows[name]["output_shape"] == [None, 28, 28, 32]
+    assert rows["branch_pool"]["inputs"] == ["branch_pool_1x1"]  # the fourth branch: 1x1 conv, then pool
+    assert rows["input"]["type"] == "InputLayer"
+
+
+def test_model10_table_lists_the_inputs(monkeypatch, capsys):
+    path = EXPERIMENTS / "model10.yaml"
+    from runner import compiler
+    monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])
+    assert cli.main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Inputs" in out and "branch_1x1, branch_3x3, branch_5x5, branch_pool" in out
+    assert "Total params: 37,987,722   Trainable: 37,986,442   Non-trainable: 1,280" in out
