@@ -57,10 +57,14 @@ def _weight_counts(graph: Graph, shape: tuple, layers: dict):
     for node in graph.nodes:
         inputs = [shapes[r] for r in node.inputs]
         try:
-            shapes[node.name] = tuple(layers[node.name].compute_output_shape(inputs if len(inputs) > 1 else inputs[0]))
+            out = tuple(layers[node.name].compute_output_shape(inputs if len(inputs) > 1 else inputs[0]))
+            count = _estimate(layers[node.name], inputs[0])
         except Exception:  # a shape the layer cannot take: the real build reports it at the right line
             return
-        yield node, _estimate(layers[node.name], inputs[0])
+        if not all(d is None or isinstance(d, int) for d in out):
+            return  # a layer with several outputs: leave it to the real build
+        shapes[node.name] = out
+        yield node, count
 
 
 def _estimate(layer, in_shape: tuple) -> int:
