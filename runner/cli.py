@@ -337,7 +337,10 @@ def pull(dataset, data_dir):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and maps the project's error type (and Ctrl-C) to exit codes."""
     try:
-        cli.main(args=argv, prog_name="xrun", standalone_mode=False)
+        # Without standalone mode click returns an Exit's code instead of exiting: pass it on.
+        code = cli.main(args=argv, prog_name="xrun", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except XrunError as exc:
         click.echo(exc.format(), err=True)
         return XrunError.exit_code

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -51,7 +54,20 @@ def write_experiment(folder: Path, document: dict | None = None, name: str = "ti
 
 
 def store_uri(folder: Path) -> str:
-    return f"sqlite:///{Path(folder) / 'mlflow.db'}"
+    """A fresh SQLite store in `folder`: a copy of one made (and migrated, which takes seconds) once per session."""
+    db = Path(folder) / "mlflow.db"
+    if not db.exists():
+        shutil.copyfile(_template_store(), db)
+    return f"sqlite:///{db}"
+
+
+@functools.cache
+def _template_store() -> Path:
+    from mlflow import MlflowClient
+
+    db = Path(tempfile.mkdtemp(prefix="xrun-tests-store-")) / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)  # creates and migrates the tables
+    return db
 
 
 def train(path: Path, overrides=(), *, uri: str | None = None, console=None, **kwargs):
