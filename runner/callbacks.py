@@ -110,6 +110,11 @@ class Display(keras.callbacks.Callback):
             self.console.print(line, highlight=False, soft_wrap=True)
 
     def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live bars; also called when training ends by an exception, which Keras does not report to
+        callbacks, so the terminal is not left with a running display and a hidden cursor."""
         if self.bars:
             self.bars.stop()
             self.bars = None

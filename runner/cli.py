@@ -192,8 +192,10 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
     from . import sweep as sw
 
     if dry_run:
-        for i, v in enumerate(sw.plan(Path(file), list(overrides), list(grid)), 1):
+        planned = sw.plan(Path(file), list(overrides), list(grid))
+        for i, v in enumerate(planned, 1):
             click.echo(f"{i:3d}  {v.key}")
+        click.echo(f"{len(planned)} variants, each checked; nothing trained (dry run)", err=True)
         return
     if jobs == 1:  # with --jobs N each variant trains in a process of its own, which loads TensorFlow itself
         import_tensorflow()

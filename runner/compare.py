@@ -1,4 +1,4 @@
-"""Compare runs side by side: one row per run, name first, only the params that differ, as a table, CSV, JSON or Markdown."""
+"""Compare runs side by side: one row per run, name first, only the params that differ; table, CSV, JSON or Markdown."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ def _enum(err, path):
     options = err.validator_value if err.validator == "enum" else [err.validator_value]
     value = err.instance
     what = _enum_words().get(tuple(options), "value")
-    if what == "layer type" and value in REFUSED_LAYERS:
+    if what == "layer type" and isinstance(value, str) and value in REFUSED_LAYERS:
         yield path, False, f"the layer type '{value}' is not allowed", REFUSED_LAYERS[value]
         return
     hint = did_you_mean(str(value), [str(o) for o in options]) if isinstance(value, str) else None

@@ -70,6 +70,7 @@ class _Job:
     quiet: bool
     extra_callbacks: list
     model: keras.Model | None = None
+    display: callbacks.Display | None = None
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -213,6 +214,8 @@ def _restore_sigterm(installed: tuple[bool, object]) -> None:
 def _end(job: _Job, status: str, reason: str, error: BaseException | None = None) -> None:
     """Save what the run has, as far as possible, then end it; a failure while saving must not hide the
     original exception, nor leave the run RUNNING."""
+    if job.display is not None:
+        job.display.close()
     try:
         job.run.set_tags({"xrun.end_reason": reason[:500]})
         if error is not None:
@@ -327,12 +330,12 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
         splits.x_val, splits.y_val, batch_size=training["batch_size"], one_hot_classes=one_hot)
     nan_guard = callbacks.StopOnNaN()
     history = keras.callbacks.History()
+    job.display = callbacks.Display(training["epochs"], spe, job.console, job.quiet)
     # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
     # MLflow, the display) sees learning_rate and epoch_seconds.
     cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard,
            *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
-           callbacks.TrackEpochs(job.run), history,
-           callbacks.Display(training["epochs"], spe, job.console, job.quiet)]
+           callbacks.TrackEpochs(job.run), history, job.display]
     job.model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:

@@ -70,15 +70,15 @@ def _template_store() -> Path:
     return db
 
 
-def train(path: Path, overrides=(), *, uri: str | None = None, console=None, **kwargs):
-    """Load and run an experiment quietly into the store beside it; returns the Result."""
+def train(path: Path, overrides=(), *, uri: str | None = None, console=None, quiet: bool = True, **kwargs):
+    """Load and run an experiment (quietly, unless asked) into the store beside it; returns the Result."""
     from rich.console import Console
 
     from runner.spec import load_spec
     from runner.train import run_experiment
 
     spec = load_spec(path, list(overrides))
-    return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=True,
+    return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=quiet,
                           console=console or Console(file=io.StringIO()), **kwargs)
 
 

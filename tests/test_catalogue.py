@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers import store_uri
 from runner import tracking
 from runner.cli import main
 
@@ -61,7 +62,7 @@ def listed(tmp_path_factory):
     for name, text in {"model2.yaml": DENSE, "model10.yaml": CONV, "broken.yaml": BROKEN,
                        "toobig.yml": TOO_BIG, "base/shared.yaml": "data: {dataset: mnist}\n"}.items():
         (folder / name).write_text(text)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = store_uri(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.chdir(root)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import store_uri
 from runner import tracking
 from runner.cli import main
 
@@ -47,8 +48,8 @@ def wait_for(url: str, seconds: float, server: subprocess.Popen) -> tuple[int, b
 
 def test_ui_serves_the_sqlite_store_under_mlruns_and_stops_with_xrun(tmp_path):
     cwd = tmp_path.resolve()
-    store = f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}"
     (cwd / "mlruns").mkdir()
+    store = store_uri(cwd / "mlruns")
     tracking.client(store).create_experiment("ui-probe")  # something only this store holds
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     port = free_port()
@@ -88,8 +89,8 @@ def test_ui_on_a_port_in_use_says_so(tmp_path, monkeypatch):
 
 
 def test_the_entry_point_exits_2_with_one_line(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    done = subprocess.run([str(XRUN), "compare", "-e", "nope"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri(tmp_path)}
+    done = subprocess.run([str(XRUN), "compare"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == "no MLflow experiment named 'nope'; known: Default\n"
+    assert done.stderr == "no runs to compare; no runs are recorded yet; train one with `xrun FILE`\n"

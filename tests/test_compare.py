@@ -5,10 +5,10 @@ import csv
 import io
 import json
 import math
-import re
 
 import pytest
 
+from helpers import store_uri
 from runner import compare as cmp
 from runner import plots, tracking
 from runner.cli import main
@@ -49,7 +49,7 @@ def xrun(*args) -> tuple[int, str, str]:
 def store(tmp_path_factory):
     """Three runs: tiny at batch 64, then at batch 128 (experiment compare-a), then `other` (compare-b)."""
     folder = tmp_path_factory.mktemp("compare")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = store_uri(folder)
     (folder / "tiny.yaml").write_text(TINY)
     (folder / "other.yaml").write_text(OTHER)
     with pytest.MonkeyPatch.context() as mp:
@@ -221,12 +221,6 @@ def test_errors_are_one_line_and_exit_2(store, args, message):
     code, out, err = xrun("compare", *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(message), err
-
-
-def test_no_runs_at_all(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    code, _, err = xrun("compare")
-    assert code == 2 and err == "no runs to compare; no runs are recorded yet; train one with `xrun FILE`\n"
 
 
 # --- the table's parts, without runs ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from helpers import store_uri
 from runner import compare as cmp
 from runner import sweep as sw
 from runner import tracking
@@ -78,7 +79,7 @@ def sweep_runs(uri: str) -> tuple[list, list]:
 def swept(tmp_path_factory):
     """The same 4-variant sweep run twice: two variants train, two fail, and the second run resumes the first."""
     folder = tmp_path_factory.mktemp("sweep")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = store_uri(folder)
     write(folder, "conv.yaml", CONV)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
@@ -267,7 +268,7 @@ def test_nothing_to_sweep_and_a_key_swept_twice(tmp_path):
 
 def test_jobs_run_variants_in_their_own_processes_under_one_parent(tmp_path):
     path = write(tmp_path, "conv.yaml", CONV.replace("[3, 29]", "[3, 5]"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store_uri(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([sys.executable, "-m", "runner.cli", "sweep", str(path), "--jobs", "2",
                            "--tracking-uri", uri, "--format", "json"],

@@ -6,6 +6,7 @@ its own under tmp_path. Runs that several tests inspect are made once per module
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import signal
@@ -20,6 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 
 from helpers import (DATA_DIR, MNIST_FINGERPRINT, REPO, TINY_PARAMS, artifact_file, artifact_paths, artifact_text,
                      client, experiment, history, only_run, store_uri, train, write_experiment)
@@ -30,6 +32,7 @@ from runner.errors import XrunError
 from runner.pipeline import to_inputs
 from runner.spec import load_spec
 
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
                  "images_per_second"]
 
@@ -325,8 +328,12 @@ INTERRUPTED_DOC = experiment(
 
 def test_ctrl_c_mid_epoch_kills_the_run_and_keeps_metrics_and_checkpoints(tmp_path):
     path = write_experiment(tmp_path, INTERRUPTED_DOC)
+    terminal = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
-        train(path, extra_callbacks=[At(2, 3, raise_(KeyboardInterrupt()))])
+        train(path, extra_callbacks=[At(2, 3, raise_(KeyboardInterrupt()))], quiet=False,
+              console=Console(file=terminal, force_terminal=True, width=120))
+    shown = terminal.getvalue()
+    assert HIDE_CURSOR in shown and shown.rstrip("\n").endswith(SHOW_CURSOR)  # the live bars were stopped
     uri = store_uri(tmp_path)
     run, reason, artifacts = ended(uri)
     assert run.info.status == "KILLED" and reason == "interrupted (Ctrl-C)"
