@@ -212,7 +212,10 @@ def _int(value):
 
 
 def _short(text: str, n: int) -> str:
+    """The first sentence, cut to n characters: a table cell, not the whole story."""
     text = " ".join((text or "").split())
+    cut = text.find(". ")
+    text = text[: cut + 1] if cut > 0 else text
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

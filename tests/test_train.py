@@ -174,7 +174,10 @@ def test_reports_plots_and_the_model_are_logged(finished):
         "model_summary.json", "plots/learning_curves.png", "plots/confusion_matrix.png",
         "plots/confusion_matrix.csv", "plots/misclassified.png", "plots/augmented_samples.png"}
     summary = artifact_text(uri, run_id, "model_summary.txt")
-    assert "Conv2D" in summary and "(None, 13, 13, 4)" in summary and f"{TINY_PARAMS:,}" in summary
+    rows = {line.split("│")[2].strip(): line for line in summary.splitlines() if line.count("│") == 5}
+    assert list(rows) == ["Conv2D", "MaxPooling2D", "Flatten", "Dense"]  # every layer, every column, uncut
+    assert "(None, 26, 26, 4)" in rows["Conv2D"] and rows["Conv2D"].split("│")[4].strip() == "40"
+    assert rows["Dense"].split("│")[4].strip() == "6,770" and f"Total params: {TINY_PARAMS:,}" in summary
     info = yaml.safe_load(artifact_text(uri, run_id, "model_summary.json"))
     assert info["total_params"] == TINY_PARAMS and [r["type"] for r in info["layers"]][-1] == "Dense"
     rows = artifact_text(uri, run_id, "plots/confusion_matrix.csv").strip().splitlines()
@@ -307,17 +310,23 @@ def test_an_exception_in_training_fails_the_run_and_propagates_unchanged(tmp_pat
     assert len(history(store_uri(tmp_path), run.info.run_id, "loss")) == 1
 
 
-def test_an_exception_before_training_fails_the_run_too(tmp_path, monkeypatch):
+def test_an_exception_before_training_fails_the_run_and_a_failure_to_save_does_not_hide_it(tmp_path, monkeypatch):
     def broken_loader(name, data_dir=None):
         raise RuntimeError("disk on fire")
 
+    def broken_save(job):
+        raise OSError("no space left")
+
     monkeypatch.setattr(train_module, "load_dataset", broken_loader)
+    monkeypatch.setattr(train_module, "_save_partial", broken_save)
     path = write_experiment(tmp_path)
+    terminal = io.StringIO()
     with pytest.raises(RuntimeError, match="disk on fire"):
-        train(path)
+        train(path, console=Console(file=terminal))
     run, reason, artifacts = ended(store_uri(tmp_path))
     assert run.info.status == "FAILED" and reason == "RuntimeError: disk on fire"
     assert "error.txt" in artifacts and "checkpoints/last.keras" not in artifacts
+    assert "could not save" in terminal.getvalue() and "no space left" in terminal.getvalue()
 
 
 INTERRUPTED_DOC = experiment(
