@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gc
 import glob
 import io
 import json
+import multiprocessing
 import os
 import platform
+import queue
 import shutil
 import statistics
 import subprocess
@@ -48,11 +49,11 @@ BATCH = 128
 # Sizes per mode. Training runs: examples x epochs x repetitions per side; epoch 1 (tracing) is never counted.
 SIZES = {
     "full": {"train_examples": 20000, "epochs": 4, "reps": 3,
-             "tracking_examples": 10000, "tracking_epochs": 3, "tracking_reps": 3,
+             "tracking_examples": 10000, "tracking_epochs": 7, "tracking_reps": 2,
              "augment_examples": 10000, "augment_batches": 150, "augment_reps": 3,
              "startup_reps": 5, "startup_warmup": True, "log_calls": 30},
     "quick": {"train_examples": 2000, "epochs": 2, "reps": 1,
-              "tracking_examples": 2000, "tracking_epochs": 2, "tracking_reps": 1,
+              "tracking_examples": 2000, "tracking_epochs": 3, "tracking_reps": 1,
               "augment_examples": 2000, "augment_batches": 20, "augment_reps": 1,
               "startup_reps": 3, "startup_warmup": False, "log_calls": 10},
 }
@@ -120,31 +121,158 @@ def data_dir(explicit: str | None) -> str | None:
     return str(shared) if (shared / "mnist.npz").is_file() else None
 
 
-# --- timing epochs the same way on both sides -------------------------------------------------------------------
+# --- timing epochs: side by side, in turns --------------------------------------------------------------------
 
-def epoch_clock_class():
-    """A Keras callback that stamps the start of each epoch and the end of training.
+class TakeTurns:
+    """Trainings in separate processes that run one epoch at a time, in turn: A1 B1 A2 B2 ...
 
-    Start-to-start intervals give each epoch's wall time including validation and *every* callback's epoch-end work
-    (xrun's own epoch_seconds stops before its tracking callback runs), measured identically for xrun and Keras.
+    On a machine shared with other work the load changes from one minute to the next, so two runs one after the
+    other can differ by 50% for no reason of their own; adjacent epochs see nearly the same load, so the ratio of
+    paired epochs is far steadier. A side waits (blocked, using no CPU) while another trains. Separate processes,
+    because TensorFlow's switches are process-wide (xrun turns on op determinism, under which the notebook's
+    unseeded shuffle cannot even run) and each side should start as a fresh program would.
+    """
+
+    def __init__(self, ctx, sides: list[str], timeout: float = 1800.0):
+        self.sides, self.timeout = list(sides), timeout
+        self.cond = ctx.Condition()
+        self.turn = ctx.Value("i", 0, lock=False)          # guarded by cond
+        self.done = ctx.Array("b", len(sides), lock=False)  # guarded by cond
+        self.ready = ctx.Array("b", len(sides), lock=False)  # guarded by cond
+
+    def start_together(self, side: str) -> None:
+        """Wait until every side is ready to train: no timed epoch may overlap another side's set-up (TensorFlow
+        import, data loading, compile), which takes seconds of CPU."""
+        with self.cond:
+            self.ready[self.sides.index(side)] = 1
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: all(r or d for r, d in zip(self.ready, self.done)), self.timeout)
+
+    def wait(self, side: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.sides[self.turn.value] == side, self.timeout):
+                raise RuntimeError(f"{side}: no other side handed over within {self.timeout:.0f}s")
+
+    def hand_over(self) -> None:
+        with self.cond:
+            self._advance()
+            self.cond.notify_all()
+
+    def finish(self, side: str) -> None:
+        """`side` trains no more (done, or crashed): the others stop waiting for it. Idempotent."""
+        with self.cond:
+            self.done[self.sides.index(side)] = 1
+            if self.sides[self.turn.value] == side:
+                self._advance()
+            self.cond.notify_all()
+
+    def wait_all_done(self) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: all(self.done), self.timeout)
+
+    def _advance(self) -> None:
+        for step in range(1, len(self.sides) + 1):
+            i = (self.turn.value + step) % len(self.sides)
+            if not self.done[i]:
+                self.turn.value = i
+                return
+
+
+def turn_clock(turns: TakeTurns, side: str):
+    """A Keras callback that times each epoch of `side`, start to start, and takes turns at epoch boundaries.
+
+    An epoch runs from its on_epoch_begin to the next one (the last: to on_train_end), so it includes validation
+    and *every* callback's epoch-end work (xrun's own epoch_seconds stops before its tracking callback runs).
     """
     import keras
 
-    class EpochClock(keras.callbacks.Callback):
+    class TurnClock(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.marks: list[float] = []
+            self.seconds: list[float] = []       # per epoch
+            self.step_ms: list[float] = []       # per epoch: the median training step, in ms
+            self.started: float | None = None
+            self.train_examples: int | None = None
+            self._steps: list[float] = []
+            self._step_started = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.marks.append(time.perf_counter())
+            if self._stop():
+                turns.hand_over()
+            elif not self.seconds:
+                turns.start_together(side)
+            turns.wait(side)
+            self._steps = []
+            self.started = time.perf_counter()
+
+        # The median step is robust to bursts of load that hit a few seconds of an epoch; the epoch time is not.
+        def on_train_batch_begin(self, batch, logs=None):
+            self._step_started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._steps.append(time.perf_counter() - self._step_started)
 
         def on_train_end(self, logs=None):
-            self.marks.append(time.perf_counter())
+            self._stop()
+            turns.finish(side)
+            turns.wait_all_done()  # post-training work (xrun's evaluate, plots) must not overlap a timed epoch
 
-        def seconds(self) -> list[float]:
-            return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        def _stop(self) -> bool:
+            if self.started is None:
+                return False
+            self.seconds.append(time.perf_counter() - self.started)
+            self.step_ms.append(1000 * median(self._steps))
+            self.started = None
+            return True
 
-    return EpochClock
+    return TurnClock()
+
+
+def side_main(turns: TakeTurns, side: str, kind: str, kwargs: dict, results) -> None:
+    """A side's process: train with a turn clock, send back ("ok", numbers) or ("error", traceback)."""
+    try:
+        from runner.runtime import import_tensorflow
+
+        import_tensorflow()  # quietly, as xrun does
+        clock = turn_clock(turns, side)
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar, as if in a notebook cell
+            results.put((side, "ok", SIDES[kind](clock=clock, **kwargs)))
+    except BaseException:  # noqa: BLE001 - reported by the parent
+        results.put((side, "error", traceback.format_exc()))
+    finally:
+        turns.finish(side)
+
+
+def in_turns(sides: dict[str, tuple[str, dict]], timeout: float = 1800.0) -> dict:
+    """Run {side: (kind, kwargs)} in processes that take turns, epoch by epoch; returns {side: numbers}."""
+    ctx = multiprocessing.get_context("spawn")
+    turns, results = TakeTurns(ctx, list(sides), timeout), ctx.Queue()
+    procs = {side: ctx.Process(target=side_main, args=(turns, side, kind, kwargs, results), name=f"bench-{side}")
+             for side, (kind, kwargs) in sides.items()}
+    for proc in procs.values():
+        proc.start()
+    out, failures, deadline, silent = {}, {}, time.monotonic() + timeout, set()
+    while len(out) + len(failures) < len(procs):
+        try:
+            side, status, payload = results.get(timeout=5)
+        except queue.Empty:
+            # A process that died without a word (killed, out of memory) for two polls in a row has failed.
+            dead = {s for s, p in procs.items() if not p.is_alive() and s not in out and s not in failures}
+            for s in dead & silent:
+                failures[s] = f"process exited with code {procs[s].exitcode} and no report"
+                turns.finish(s)
+            silent = dead
+            if time.monotonic() > deadline:
+                for proc in procs.values():
+                    proc.terminate()  # only the processes this bench started
+                raise RuntimeError(f"sides still running after {timeout:.0f}s")
+            continue
+        (out if status == "ok" else failures)[side] = payload
+    for proc in procs.values():
+        proc.join(timeout=60)
+    if failures:
+        raise RuntimeError("\n".join(f"the {s} side failed:\n{tb}" for s, tb in failures.items()))
+    return out
 
 
 @contextlib.contextmanager
@@ -159,59 +287,73 @@ def patched(owner, name: str, value):
 
 
 @contextlib.contextmanager
-def instrumented_xrun(tracking_mode: str = "on"):
-    """Run xrun with an epoch clock, and a timer (or a no-op) around its per-epoch MLflow logging.
+def instrumented_xrun(clock, log: str = "all"):
+    """Put `clock` first in xrun's callback list, and time its per-epoch MLflow logging.
 
-    tracking_mode: "on" logs as xrun does and times each TrackEpochs.on_epoch_end; "off" keeps the callback but
-    skips the MLflow call, so the two runs differ only in the logging.
+    log: "all" logs every epoch as xrun does; "alternate" logs epochs 1, 3, 5, ... (0-based 0, 2, 4) and skips the
+    others, for the on/off comparison. Yields the list of (epoch, seconds in TrackEpochs.on_epoch_end, logged).
     """
     from runner import callbacks
 
-    clock = epoch_clock_class()()
-    log_seconds: list[float] = []
+    log_seconds: list[tuple[int, float, bool]] = []
 
     class ClockedEpochMetrics(callbacks.EpochMetrics):
-        # EpochMetrics is created once per fit by xrun; riding on it puts the clock into xrun's callback list.
+        # xrun puts EpochMetrics first in its callbacks; riding on it, the clock waits for its turn before xrun's
+        # own epoch timer starts (run_experiment's extra_callbacks come later in the list).
         def on_epoch_begin(self, epoch, logs=None):
-            clock.on_epoch_begin(epoch)
             clock.train_examples = self.train_examples
+            clock.on_epoch_begin(epoch, logs)
             super().on_epoch_begin(epoch, logs)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            clock.on_train_batch_begin(batch, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            clock.on_train_batch_end(batch, logs)
 
         def on_train_end(self, logs=None):
             clock.on_train_end(logs)
 
     class TimedTrackEpochs(callbacks.TrackEpochs):
         def on_epoch_end(self, epoch, logs=None):
-            started = time.perf_counter()
-            if tracking_mode == "on":
+            started, logged = time.perf_counter(), log == "all" or epoch % 2 == 0
+            if logged:
                 super().on_epoch_end(epoch, logs)
             else:
                 self.epochs_done = epoch + 1
-            log_seconds.append(time.perf_counter() - started)
+            log_seconds.append((epoch, time.perf_counter() - started, logged))
 
     with patched(callbacks, "EpochMetrics", ClockedEpochMetrics), \
             patched(callbacks, "TrackEpochs", TimedTrackEpochs):
-        yield clock, log_seconds
+        yield log_seconds
 
 
-def fresh_session() -> None:
-    """Each training run starts from the same clean Keras/TF state, whichever side ran before."""
-    import keras
+@contextlib.contextmanager
+def without_op_determinism(enabled: bool):
+    """What-if: xrun's settings with deterministic=False (xrun turns TF op determinism on for CPU runs)."""
+    if not enabled:
+        yield
+        return
+    import dataclasses
 
-    keras.backend.clear_session()
-    gc.collect()
+    from runner import train
+
+    original = train.settings_for
+    with patched(train, "settings_for", lambda training: dataclasses.replace(original(training),
+                                                                              deterministic=False)):
+        yield
 
 
 # --- 1. runner overhead ----------------------------------------------------------------------------------------
 
-def xrun_training(model: str, examples: int, epochs: int, data: str | None, tracking_mode: str = "on") -> dict:
+def xrun_training(clock, model: str, examples: int, epochs: int, data: str | None, log: str = "all",
+                  nondeterministic: bool = False) -> dict:
     """Train experiments/<model>.yaml through run_experiment into a throw-away SQLite store; per-epoch numbers."""
     from rich.console import Console
 
     from runner import tracking, train
     from runner.spec import load_spec
 
-    fresh_session()
     spec = load_spec(ROOT / "experiments" / f"{model}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}",
                       "tracking.log_model=false", "tracking.log_images=false"])
@@ -220,12 +362,11 @@ def xrun_training(model: str, examples: int, epochs: int, data: str | None, trac
         # Pre-create the experiment with its artifacts in tmp; MLflow's default would be ./mlruns of the cwd.
         tracking.client(uri).create_experiment(spec.document["tracking"]["experiment"],
                                                artifact_location=Path(tmp, "artifacts").as_uri())
-        with instrumented_xrun(tracking_mode) as (clock, log_seconds):
+        with instrumented_xrun(clock, log) as log_seconds, without_op_determinism(nondeterministic):
             result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
                                           console=Console(file=io.StringIO()))
-    seconds = clock.seconds()
-    return {"epoch_seconds": seconds, "images_per_second": [clock.train_examples / s for s in seconds],
-            "logged_images_per_second": list(result.history.get("images_per_second", [])),
+    return {"epoch_seconds": clock.seconds, "images_per_second": [clock.train_examples / s for s in clock.seconds],
+            "step_ms": clock.step_ms, "logged_images_per_second": list(result.history.get("images_per_second", [])),
             "log_seconds": log_seconds, "test_accuracy": result.test_accuracy}
 
 
@@ -265,15 +406,12 @@ def seed_model(model: str):
     return net
 
 
-def keras_training(model: str, examples: int, epochs: int, data: str | None) -> dict:
+def keras_training(clock, model: str, examples: int, epochs: int, data: str | None) -> dict:
     """The seed notebook's loop: float arrays, one-hot labels, model.fit with the test set as validation."""
     import keras
-    import numpy as np
 
     from runner.data import load_dataset
 
-    fresh_session()
-    keras.utils.set_random_seed(0)
     mnist = load_dataset("mnist", data)
     x_train = mnist.x_train[:examples].astype("float32")[..., None] / 255.0
     x_test = mnist.x_test[:examples].astype("float32")[..., None] / 255.0
@@ -282,15 +420,15 @@ def keras_training(model: str, examples: int, epochs: int, data: str | None) -> 
     net = seed_model(model)
     net.compile(loss="categorical_crossentropy", metrics=["accuracy"],
                 optimizer=keras.optimizers.Adadelta(learning_rate=1.0, rho=0.95, epsilon=1e-7))
-    clock = epoch_clock_class()()
-    # verbose left at its default as in the notebook; its progress bar goes to a buffer, not the terminal.
-    with contextlib.redirect_stdout(io.StringIO()):
-        history = net.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test),
-                          callbacks=[clock])
-    seconds = clock.seconds()
-    return {"epoch_seconds": seconds, "images_per_second": [examples / s for s in seconds],
-            "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+    # verbose is left at its default, as in the notebook (side_main sends the progress bar to a buffer).
+    history = net.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test),
+                      callbacks=[clock])
+    return {"epoch_seconds": clock.seconds, "images_per_second": [examples / s for s in clock.seconds],
+            "step_ms": clock.step_ms, "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
             "params": int(net.count_params()), "jit_compile": bool(net.jit_compile)}
+
+
+SIDES = {"xrun": xrun_training, "keras": keras_training}  # what a side process can run, by name
 
 
 def steady(run: dict, key: str = "images_per_second") -> list[float]:
@@ -298,22 +436,48 @@ def steady(run: dict, key: str = "images_per_second") -> list[float]:
 
 
 def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurement]:
-    n, epochs, reps = sizes["train_examples"], sizes["epochs"], sizes["reps"]
-    xrun_runs, keras_runs = [], []
-    for _ in range(reps):  # interleaved: xrun, keras, xrun, keras
-        xrun_runs.append(xrun_training(model, n, epochs, data))
-        keras_runs.append(keras_training(model, n, epochs, data))
-    xs = [v for r in xrun_runs for v in steady(r)]
-    ks = [v for r in keras_runs for v in steady(r)]
-    pair_ratios = [median(steady(a)) / median(steady(b)) for a, b in zip(xrun_runs, keras_runs)]
-    ratio = median(xs) / median(ks)
-    return [Measurement(
-        "overhead", f"training {model}: xrun vs model.fit(NumPy) ({n} ex x {epochs} ep, x{reps})", "img/s",
-        median(xs), median(ks), ratio, "xrun/keras", ">= 1.0", ratio >= 1.0,
-        spread=f"pairs {spread(pair_ratios, '{:.2f}')}; epochs xrun {spread(xs, '{:.0f}')}, "
-               f"keras {spread(ks, '{:.0f}')}",
-        samples={"xrun": xrun_runs, "keras": keras_runs, "pair_ratios": pair_ratios},
-        notes="steady-state epochs only (epoch 1 dropped); epoch = start to start, incl. validation and callbacks")]
+    """Plain Keras, xrun, and xrun without op determinism (a what-if) train side by side, one epoch each in turn."""
+    n, epochs = sizes["train_examples"], sizes["epochs"]
+    args = {"model": model, "examples": n, "epochs": epochs, "data": data}
+    runs = {"keras": [], "xrun": [], "whatif": []}
+    for _ in range(sizes["reps"]):
+        done = in_turns({"keras": ("keras", args), "xrun": ("xrun", args),
+                         "whatif": ("xrun", {**args, "nondeterministic": True})})
+        for side, numbers in done.items():
+            runs[side].append(numbers)
+    rate = {side: [v for r in side_runs for v in steady(r)] for side, side_runs in runs.items()}
+    step = {side: [v for r in side_runs for v in steady(r, "step_ms")] for side, side_runs in runs.items()}
+    # Epoch k of one side against epoch k of the side that ran just before or after it (speed ratios: > 1 = faster).
+    pairs = {side: [a / b for a, b in zip(rate[side], rate["keras"])] for side in ("xrun", "whatif")}
+    step_pairs = {side: [b / a for a, b in zip(step[side], step["keras"])] for side in ("xrun", "whatif")}
+    vs_xrun = [a / b for a, b in zip(rate["whatif"], rate["xrun"])]
+    step_vs_xrun = [b / a for a, b in zip(step["whatif"], step["xrun"])]
+    shape = f"{n} ex x {epochs} ep, x{sizes['reps']}, in turns"
+    notes = ("ratio = median over adjacent epoch pairs; steady-state epochs only (epoch 1 dropped); "
+             "epoch = start to start, incl. validation and callbacks")
+    return [
+        Measurement("overhead", f"training {model}: xrun vs model.fit(NumPy) ({shape})", "img/s",
+                    median(rate["xrun"]), median(rate["keras"]), median(pairs["xrun"]), "xrun/keras", ">= 1.0",
+                    median(pairs["xrun"]) >= 1.0,
+                    spread=f"pairs {spread(pairs['xrun'], '{:.2f}')}; epochs xrun {spread(rate['xrun'], '{:.0f}')}, "
+                           f"keras {spread(rate['keras'], '{:.0f}')}",
+                    samples={"xrun": runs["xrun"], "keras": runs["keras"], "pair_ratios": pairs["xrun"]},
+                    notes=notes),
+        Measurement("overhead_step", "the same, median training step (robust to bursts of load)", "ms/step",
+                    median(step["xrun"]), median(step["keras"]), median(step_pairs["xrun"]), "keras/xrun", "info",
+                    None, spread=f"pairs {spread(step_pairs['xrun'], '{:.2f}')}",
+                    samples={"pair_ratios": step_pairs["xrun"]},
+                    notes="ratio > 1: xrun's step is faster; per-step medians of each steady epoch"),
+        Measurement("overhead_nondet", "what-if: xrun with op determinism off vs model.fit(NumPy)", "img/s",
+                    median(rate["whatif"]), median(rate["keras"]), median(pairs["whatif"]), "xrun/keras", "info",
+                    None, spread=f"pairs {spread(pairs['whatif'], '{:.2f}')}; vs xrun as is: epochs "
+                                 f"{median(vs_xrun):.2f} ({spread(vs_xrun, '{:.2f}')}), steps "
+                                 f"{median(step_vs_xrun):.2f} ({spread(step_vs_xrun, '{:.2f}')})",
+                    samples={"xrun_nondeterministic": runs["whatif"], "pair_ratios": pairs["whatif"],
+                             "step_pair_ratios": step_pairs["whatif"], "pair_ratios_vs_xrun": vs_xrun,
+                             "step_pair_ratios_vs_xrun": step_vs_xrun},
+                    notes="runner.train.settings_for monkeypatched to return deterministic=False"),
+    ]
 
 
 # --- 2. augmentation pipeline ----------------------------------------------------------------------------------
@@ -410,32 +574,32 @@ def log_metrics_ms(calls: int) -> list[float]:
 
 
 def measure_tracking(model: str, sizes: dict, data: str | None) -> list[Measurement]:
+    """Logging on even epochs, off on odd ones, in the same run: paired neighbours for the on/off comparison."""
     n, epochs = sizes["tracking_examples"], sizes["tracking_epochs"]
-    on_runs, off_runs = [], []
-    for _ in range(sizes["tracking_reps"]):  # interleaved: logging on, off, on, off
-        on_runs.append(xrun_training(model, n, epochs, data, tracking_mode="on"))
-        off_runs.append(xrun_training(model, n, epochs, data, tracking_mode="off"))
-    epoch_on = [v for r in on_runs for v in steady(r, "epoch_seconds")]
-    epoch_off = [v for r in off_runs for v in steady(r, "epoch_seconds")]
-    logging = [v for r in on_runs for v in r["log_seconds"]]
-    # In-run: the time TrackEpochs spends per epoch, over the epoch it delays. Exact, unlike the A/B below.
-    inrun_pct = 100 * median(logging) / median(epoch_on)
-    ab_pct = 100 * (median(epoch_on) / median(epoch_off) - 1)
-    pair_ab = [100 * (median(steady(a, "epoch_seconds")) / median(steady(b, "epoch_seconds")) - 1)
-               for a, b in zip(on_runs, off_runs)]
+    args = {"model": model, "examples": n, "epochs": epochs, "data": data, "log": "alternate"}
+    runs = [in_turns({"xrun": ("xrun", args)})["xrun"] for _ in range(sizes["tracking_reps"])]
+    on, off, logging, pairs = [], [], [], []
+    for run in runs:
+        seconds = run["epoch_seconds"]
+        for epoch in range(1, len(seconds) - 1, 2):  # (off, on) neighbours after the first epoch
+            off.append(seconds[epoch])
+            on.append(seconds[epoch + 1])
+            pairs.append(100 * (seconds[epoch + 1] / seconds[epoch] - 1))
+        logging += [s for epoch, s, logged in run["log_seconds"] if logged and epoch > 0]
+    # In-run: the time TrackEpochs spends per logged epoch, over the epoch it delays. Exact, unlike the A/B below.
+    inrun_pct = 100 * median(logging) / median(on)
     calls = log_metrics_ms(sizes["log_calls"])
     return [
         Measurement("tracking", f"MLflow logging per epoch, timed in the run ({n} ex x {epochs} ep)", "s/epoch",
-                    median(epoch_on), median(epoch_on) - median(logging), inrun_pct, "overhead %", "< 2%",
-                    inrun_pct < 2.0, spread=f"log {spread([1000 * v for v in logging], '{:.1f}')} ms",
-                    samples={"log_seconds": logging, "epoch_seconds_on": epoch_on, "runs_on": on_runs},
+                    median(on), median(on) - median(logging), inrun_pct, "overhead %", "< 2%", inrun_pct < 2.0,
+                    spread=f"log {spread([1000 * v for v in logging], '{:.1f}')} ms",
+                    samples={"log_seconds": logging, "epoch_seconds_logged": on, "runs": runs},
                     notes="xrun = epoch wall time with logging; baseline = the same minus TrackEpochs.on_epoch_end"),
-        Measurement("tracking_ab", "epoch time, logging on vs off (A/B runs)", "s/epoch",
-                    median(epoch_on), median(epoch_off), ab_pct, "overhead %", "info", None,
-                    spread=f"pairs {spread(pair_ab, '{:+.1f}')}%",
-                    samples={"epoch_seconds_on": epoch_on, "epoch_seconds_off": epoch_off, "runs_off": off_runs,
-                             "pair_overhead_percent": pair_ab},
-                    notes="noise on a shared machine exceeds the effect; see the in-run row"),
+        Measurement("tracking_ab", "epoch time, logging on vs off (alternate epochs of one run)", "s/epoch",
+                    median(on), median(off), median(pairs), "overhead %", "info", None,
+                    spread=f"pairs {spread(pairs, '{:+.1f}')}%",
+                    samples={"epoch_seconds_on": on, "epoch_seconds_off": off, "pair_overhead_percent": pairs},
+                    notes="the machine's noise is far larger than the effect; the in-run row is the measurement"),
         Measurement("log_metrics", "one Run.log_metrics call (7 metrics, SQLite)", "ms",
                     median(calls), float("nan"), float("nan"), "", "info", None,
                     spread=spread(calls, "{:.1f}"), samples={"ms": calls}),
@@ -573,10 +737,10 @@ def table(rows: list[Measurement]) -> str:
 
 def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tuple[list[Measurement], dict]:
     """Each item on its own: one that crashes is reported and the others still run."""
-    if any(n != "startup" for n in names):
+    if "augment" in names:  # the only item that runs TensorFlow in this process (training runs in side processes)
         from runner.runtime import import_tensorflow
 
-        import_tensorflow()  # quietly, as xrun does, before anything touches Keras
+        import_tensorflow()  # quietly, as xrun does
     measure = {"overhead": lambda: measure_overhead(model, sizes, data),
                "augment": lambda: measure_augment(sizes, data),
                "tracking": lambda: measure_tracking(model, sizes, data),

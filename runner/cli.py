@@ -88,21 +88,47 @@ def summary(file, overrides, fmt):
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Folder with the dataset files "
               "(also $XRUN_DATA_DIR).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display; just the final summary.")
+@click.option("--workers", metavar="HOST:PORT,...", help="Train on several machines: every worker's address, "
+              "the same list on each (or set TF_CONFIG).")
+@click.option("--worker-index", type=int, metavar="I", help="This machine's place in --workers (0 is the chief).")
+@click.option("--backup-dir", metavar="DIR", help="Multi-worker: where the job's state is kept so a restarted "
+              "worker resumes (default .xrun-backup/NAME).")
 @click.option("--parent-run-id", hidden=True, help="Nest the run under this MLflow run (used by sweeps).")
 @click.option("--variant", hidden=True, help="The sweep variant this run is (used by sweeps).")
-def run(file, overrides, tracking_uri, data_dir, quiet, parent_run_id, variant):
-    """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`)."""
+def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, parent_run_id, variant):
+    """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`).
+
+    With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
+    job with tf.distribute's MultiWorkerMirroredStrategy, and only worker 0 records the MLflow run.
+    """
     from .spec import load_spec
 
     spec = load_spec(file, overrides)
+    _join_cluster(workers, worker_index)
     import_tensorflow()
     from . import tracking
     from .train import run_experiment
 
-    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet,
+    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
                             parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
                             tags={"xrun.variant": variant} if variant else None)
+    if not result.run_id:  # a non-chief worker: the chief records the run
+        click.echo(f"{spec.name}: worker done, test accuracy {result.test_accuracy:.4f}; worker 0 records the run")
+        return
     click.echo(_run_summary(spec.name, result, tracking.ui_command(result.tracking_uri)))
+
+
+def _join_cluster(workers: str | None, index: int | None) -> None:
+    """--workers/--worker-index become TF_CONFIG, which TensorFlow reads when the strategy starts."""
+    import os
+
+    from .distribute import cluster_config
+
+    if workers is None and index is None:
+        return
+    if workers is None or index is None:
+        raise XrunError("--workers and --worker-index go together", hint="e.g. --workers h1:2222,h2:2222 --worker-index 0")
+    os.environ["TF_CONFIG"] = cluster_config([w.strip() for w in workers.split(",") if w.strip()], index)
 
 
 def _run_summary(name: str, result, ui: str) -> str:

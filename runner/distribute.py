@@ -38,6 +38,11 @@ def worker_count() -> int:
     return sum(len(hosts) for hosts in config["cluster"].values()) if config else 1
 
 
+def worker_index() -> int:
+    config = cluster()
+    return int(config["task"].get("index", 0)) if config else 0
+
+
 def is_chief() -> bool:
     """Only the chief writes the MLflow run and the checkpoints: an explicit `chief`, else worker 0."""
     config = cluster()
@@ -58,10 +63,28 @@ def strategy_for(asked: str):
         if worker_count() < 2:
             raise XrunError("training.distribute is multi_worker but no cluster is configured",
                             hint="pass --workers host1:port,host2:port --worker-index I, or set TF_CONFIG")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy(tf)
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy(_mirrored_devices(tf))
     return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy(tf):
+    """MultiWorkerMirroredStrategy, made to work with Keras 3's fit.
+
+    Before training, Keras 3 averages one distributed input batch with `strategy.reduce` only to learn its
+    shapes, and the multi-worker strategy cannot reduce that value eagerly (keras-team/keras#20585: fit fails
+    with "Attempt to convert a value (PerReplica...)"). For that one call, a local replica's batch has the same
+    shapes; every real reduction (gradients, metrics) still goes through the strategy's collectives.
+    """
+    class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            try:
+                return super().reduce(reduce_op, value, axis)
+            except ValueError:
+                return tf.nest.map_structure(lambda v: self.experimental_local_results(v)[0], value)
+
+    return KerasMultiWorkerMirroredStrategy()
 
 
 def _resolve(asked: str, tf) -> str:

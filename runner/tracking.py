@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +88,55 @@ def _param_text(value) -> str:
     return text[:MAX_PARAM_CHARS]
 
 
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _interrupts_held():
+    """Hold Ctrl-C and SIGTERM until a store write is done, then deliver them as they would have been.
+
+    An interrupt raised inside SQLAlchemy's session handling surfaces as an unrelated error (IllegalStateChangeError)
+    instead of KeyboardInterrupt, so a run stopped at that moment would end FAILED rather than KILLED.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python signal handlers
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in _INTERRUPTS}  # read first, so a restore never misses one
+    try:
+        for s in _INTERRUPTS:
+            signal.signal(s, lambda signum, frame: received.append(signum))
+        yield
+    finally:
+        _put_back(list(previous.items()))
+        if received:
+            signal.raise_signal(received[0])  # the handler that was in place now acts on it
+
+
+def _put_back(handlers: list) -> None:
+    """Restore each handler, even when a signal fires (and raises) while an earlier one is put back: a handler
+    left holding would swallow every later Ctrl-C."""
+    signum, handler = handlers[0]
+    try:
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    finally:
+        if handlers[1:]:
+            _put_back(handlers[1:])
+
+
+def _uninterrupted(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _interrupts_held():
+            return method(*args, **kwargs)
+    return wrapper
+
+
 class Run:
-    """One MLflow run: params, per-epoch metrics, artifacts, the model, and how it ended."""
+    """One MLflow run: params, per-epoch metrics, artifacts, the model, and how it ended.
+
+    Every write holds Ctrl-C and SIGTERM until it is done (see _interrupts_held).
+    """
 
     def __init__(self, uri: str, experiment: str, name: str, description: str = "", tags: dict | None = None,
                  parent_run_id: str | None = None):
@@ -107,14 +158,17 @@ class Run:
         self.run_id = run.info.run_id
         self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
 
+    @_uninterrupted
     def log_params(self, params: dict) -> None:
         entities = [mlflow.entities.Param(k[:250], _param_text(v)) for k, v in params.items()]
         for start in range(0, len(entities), PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=entities[start:start + PARAMS_PER_BATCH])
 
+    @_uninterrupted
     def set_tags(self, tags: dict) -> None:
         self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(tags).items()])
 
+    @_uninterrupted
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         """Numbers only; NaN and infinities are logged too, since a diverging run should show it."""
         now = _now_ms()
@@ -122,18 +176,23 @@ class Run:
         if entities:
             self.client.log_batch(self.run_id, metrics=entities)
 
+    @_uninterrupted
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
+    @_uninterrupted
     def log_dict(self, value: dict, name: str) -> None:
         self.client.log_dict(self.run_id, value, name)
 
+    @_uninterrupted
     def log_figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
+    @_uninterrupted
     def log_file(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
 
+    @_uninterrupted
     def log_model(self, model, example_inputs, predictions) -> str:
         """The trained Keras model in MLflow's Keras flavour, with its input/output signature."""
         import keras
@@ -148,6 +207,7 @@ class Run:
                 pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
         return info.model_uri
 
+    @_uninterrupted
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED; a run never stays RUNNING."""
         self.client.set_terminated(self.run_id, status=status)
@@ -319,3 +379,18 @@ def reopen(run_id: str, uri: str | None = None) -> None:
 
 def end_run(run_id: str, status: str, uri: str | None = None) -> None:
     client(uri).set_terminated(run_id, status=status)
+
+
+class NullRun:
+    """Stands in for a Run on the non-chief workers of a multi-worker job: they train, only the chief records."""
+
+    uri = ""
+    run_id = ""
+
+    def __init__(self):
+        self.artifact_dir = Path(tempfile.mkdtemp(prefix="xrun-worker-"))
+
+    def __getattr__(self, name):
+        if name.startswith(("log_", "set_", "end")):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)

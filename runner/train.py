@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 from tensorflow.python.framework import config as tf_config
 
-from . import __version__, build, callbacks, pipeline, plots, report, tracking
+from . import __version__, build, callbacks, distribute, pipeline, plots, report, tracking
 from .compiler import build_model
 from .data import DATASETS, load_dataset
 from .errors import XrunError
@@ -71,6 +71,8 @@ class _Job:
     extra_callbacks: list
     model: keras.Model | None = None
     display: callbacks.Display | None = None
+    strategy: tf.distribute.Strategy | None = None
+    backup_dir: str | None = None   # where a multi-worker job keeps the state a restarted worker resumes from
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def _set_op_determinism(on: bool) -> None:
 
 def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
                    console: Console | None = None, quiet: bool = False, parent_run_id: str | None = None,
-                   run_name: str | None = None, tags: dict | None = None,
+                   run_name: str | None = None, tags: dict | None = None, backup_dir: str | None = None,
                    extra_callbacks: list[keras.callbacks.Callback] = ()) -> Result:
     """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM).
 
@@ -147,13 +149,17 @@ def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str
     after xrun's own per-epoch bookkeeping, so they see learning_rate and epoch_seconds in the logs.
     """
     started = time.perf_counter()
+    # The strategy comes first: a multi-worker one must be set up before TensorFlow runs any operation.
+    strategy = distribute.strategy_for(spec.document["training"].get("distribute", "auto"))
     uri = tracking.tracking_uri(tracking_uri)
     settings = settings_for(spec.document["training"])
     document = _resolved(spec, settings)
     run = tracking.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
                        document.get("description", ""), parent_run_id=parent_run_id,
-                       tags={**_static_tags(spec, document, settings), **(tags or {})})
-    job = _Job(run, spec, document, settings, console or Console(stderr=True), quiet, list(extra_callbacks))
+                       tags={**_static_tags(spec, document, settings), **(tags or {})}) \
+        if distribute.is_chief() else tracking.NullRun()
+    job = _Job(run, spec, document, settings, console or Console(stderr=True), quiet or not distribute.is_chief(),
+               list(extra_callbacks), strategy=strategy, backup_dir=backup_dir)
     with _ends_run(job), _applied(settings):
         _log_inputs(job)
         result = _train(job, data_dir)
@@ -280,12 +286,23 @@ def _train(job: _Job, data_dir) -> Result:
     job.run.set_tags({"dataset.fingerprint": dataset.fingerprint, "dataset.source": dataset.source,
                       **_validation_tags(data_spec)})
     splits = pipeline.split(dataset, data_spec)
-    model = job.model = build_model(job.spec)
     spe = pipeline.steps_per_epoch(len(splits.x_train), training["batch_size"])
-    _compile(model, job.document, job.settings, spe)
+    with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
+        model = job.model = build_model(job.spec)
+        _compile(model, job.document, job.settings, spe)
     _log_model_facts(job.run, model, job.spec, splits)
+    _log_distribution(job)
     history = _fit(job, splits, spe)
     return _finish(job, dataset, splits, history)
+
+
+def _log_distribution(job: _Job) -> None:
+    """`training.batch_size` is the global batch: each of the replicas takes an equal share of it."""
+    replicas = job.strategy.num_replicas_in_sync
+    job.run.log_params({"runtime.distribute": type(job.strategy).__name__, "runtime.replicas": replicas,
+                        "runtime.workers": distribute.worker_count(),
+                        "runtime.global_batch_size": job.document["training"]["batch_size"],
+                        "runtime.per_replica_batch_size": job.document["training"]["batch_size"] // replicas})
 
 
 def _validation_tags(data_spec: dict) -> dict:
@@ -328,6 +345,9 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
                                       augmentation=document.get("augmentation"), one_hot_classes=one_hot)
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
         splits.x_val, splits.y_val, batch_size=training["batch_size"], one_hot_classes=one_hot)
+    if distribute.worker_count() > 1:
+        train_ds = distribute.shard_by_data(train_ds)
+        val_ds = None if val_ds is None else distribute.shard_by_data(val_ds)
     nan_guard = callbacks.StopOnNaN()
     history = keras.callbacks.History()
     job.display = callbacks.Display(training["epochs"], spe, job.console, job.quiet)
@@ -335,13 +355,23 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
     # MLflow, the display) sees learning_rate and epoch_seconds.
     cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard,
            *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
-           callbacks.TrackEpochs(job.run), history, job.display]
+           callbacks.TrackEpochs(job.run), history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
                         where=str(job.spec.path), hint="lower optimizer.learning_rate, or add clipnorm")
     return history.history
+
+
+def _backup(job: _Job) -> list:
+    """Multi-worker jobs save their state each epoch, so a worker that restarts rejoins where the job was."""
+    if distribute.worker_count() < 2:
+        return []
+    # One folder per worker: Keras 3's BackupAndRestore writes one file, which workers sharing a disk would fight
+    # over; the weights are the same on every worker, so each restores its own copy.
+    folder = Path(job.backup_dir or Path(".xrun-backup") / job.spec.name) / f"worker-{distribute.worker_index()}"
+    return [keras.callbacks.BackupAndRestore(str(folder))]
 
 
 def _one_hot_classes(document: dict) -> int | None:

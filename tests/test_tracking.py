@@ -1,6 +1,7 @@
 """runner.tracking: flattening configs to params, where the store and its artifacts live, and the Run wrapper."""
 
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,56 @@ def test_no_other_runner_module_imports_mlflow():
     importers = sorted(p.name for p in runner.glob("*.py") if "import mlflow" in p.read_text()
                        or "from mlflow" in p.read_text())
     assert importers == ["tracking.py"]
+
+
+# --- interrupts during store writes --------------------------------------------------------------------------
+
+class Terminated(BaseException):
+    pass
+
+
+@pytest.fixture
+def sigterm_raises():
+    """A SIGTERM handler like train.py's, put back afterwards."""
+    def handler(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    yield handler
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_during_a_store_write_is_delivered_after_the_write(store, sigterm_raises, signum, raised):
+    run = tracking.Run(store, "exp", "r")
+    real = run.client.log_batch
+
+    def interrupted_write(*args, **kwargs):
+        signal.raise_signal(signum)  # arrives mid-write: SQLAlchemy would turn it into another error
+        return real(*args, **kwargs)
+
+    run.client.log_batch = interrupted_write
+    with pytest.raises(raised):
+        run.log_metrics({"loss": 0.5}, step=1)
+    assert MlflowClient(store).get_run(run.run_id).data.metrics == {"loss": 0.5}  # the write completed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+def test_a_signal_while_the_handlers_are_swapped_leaves_no_handler_behind(monkeypatch, sigterm_raises):
+    real = signal.signal
+    calls = []
+
+    def signal_then_fire(signum, handler):
+        previous = real(signum, handler)
+        calls.append(signum)
+        if len(calls) == 1:  # SIGINT is now held, SIGTERM still the raising handler
+            signal.raise_signal(signal.SIGTERM)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", signal_then_fire)
+    with pytest.raises(Terminated):
+        with tracking._interrupts_held():
+            pytest.fail("the body must not run")
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -20,13 +21,14 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 from rich.console import Console
 
 from helpers import (DATA_DIR, MNIST_FINGERPRINT, REPO, TINY_PARAMS, artifact_file, artifact_paths, artifact_text,
                      client, experiment, history, only_run, store_uri, train, write_experiment)
+from runner import __version__, tracking
 from runner import train as train_module
-from runner import tracking
 from runner.data import load_dataset
 from runner.errors import XrunError
 from runner.pipeline import to_inputs
@@ -139,11 +141,6 @@ def test_final_test_metrics_are_what_the_result_says(finished):
 
 def test_tags_say_versions_machine_data_and_commit(finished):
     tags = finished.run.data.tags
-    import platform
-
-    import tensorflow as tf
-
-    from runner import __version__
     assert tags["xrun.version"] == __version__ and tags["tensorflow.version"] == tf.__version__
     assert tags["keras.version"] == keras.__version__ and tags["python.version"] == platform.python_version()
     assert tags["device"].startswith("CPU") and tags["precision"] == "float32"
@@ -189,6 +186,7 @@ def test_reports_plots_and_the_model_are_logged(finished):
 
 def test_the_logged_model_loads_back_and_predicts_like_the_trained_one(finished):
     result, run_id = finished.result, finished.run.info.run_id
+    mlflow.set_tracking_uri(finished.uri)  # models:/ URIs resolve through the default store; later runs move it
     models = [m for m in mlflow.search_logged_models(experiment_ids=[finished.run.info.experiment_id],
                                                      output_format="list") if m.source_run_id == run_id]
     assert [m.model_uri for m in models] == [result.model_uri]
