@@ -207,11 +207,14 @@ def _plot_runs(runs, path, tracking_uri) -> None:
 @click.option("--tracking-uri", metavar="URI")
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Of the final table.")
-def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
+@click.option("--reclaim", is_flag=True, help="Also retry variants left RUNNING by a machine that stopped.")
+def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, reclaim):
     """Train every variant of FILE (its `sweep:` section and --grid) as child runs of one parent MLflow run.
 
     A failing variant is recorded FAILED and the others go on (the command then exits 1); running the same sweep
-    again reuses its parent run, skips the variants that already FINISHED and retries the others.
+    again reuses its parent run, skips the variants that already FINISHED and retries the others. Several
+    machines pointed at one tracking server can run the same sweep at once: each claims a variant before
+    training it, so none runs twice.
     """
     from pathlib import Path
 
@@ -229,7 +232,7 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt):
 
     uri = tracking.tracking_uri(tracking_uri)
     report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
-                          progress=lambda line: click.echo(line, err=True))
+                          progress=lambda line: click.echo(line, err=True), reclaim=reclaim)
     _sweep_footer(report, tracking, fmt, uri)
 
 
@@ -237,15 +240,17 @@ def _sweep_footer(report, tracking, fmt, uri) -> None:
     from . import compare as cmp
 
     for o in report.outcomes:
-        if o.status != "FINISHED":
+        if o.status == "FAILED":
             click.echo(f"FAILED: {o.variant.key}: {o.error}", err=True)
     order = {v.key: i for i, v in enumerate(report.all_variants)}
     runs = sorted(cmp.sweep_children(report.parent_id, uri),
                   key=lambda r: order.get(r.tags.get("xrun.variant"), len(order)))
     _print_table(cmp.table(runs, uri=uri), fmt, cmp)
-    failed = [o for o in report.outcomes if o.status != "FINISHED"]
-    click.echo(f"sweep parent run {report.parent_id}: {len(report.outcomes) - len(failed)} finished, "
-               f"{len(failed)} failed, {len(report.skipped)} skipped (finished earlier)  "
+    failed = [o for o in report.outcomes if o.status == "FAILED"]
+    elsewhere = [o for o in report.outcomes if o.status == "SKIPPED"]
+    finished = len(report.outcomes) - len(failed) - len(elsewhere)
+    click.echo(f"sweep parent run {report.parent_id}: {finished} finished, {len(failed)} failed, "
+               f"{len(report.skipped)} skipped (finished earlier), {len(elsewhere)} run by other processes  "
                f"(compare: xrun compare {report.parent_id[:8]}; see it: {tracking.ui_command(uri)})", err=True)
     if failed:
         raise SystemExit(1)

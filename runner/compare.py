@@ -18,7 +18,8 @@ _NOT_COMPARED = {"description", "name", "model.total_params", "model.trainable_p
                  "model.non_trainable_params", "runtime.overrides"}
 # Params that follow from others (data.limit, validation_split) and that a run failing early never logs: shown with
 # --all-params, but not as a difference.
-_DERIVED = {"data.train_examples", "data.val_examples", "data.test_examples"}
+_DERIVED = {"data.train_examples", "data.val_examples", "data.test_examples", "runtime.global_batch_size",
+            "runtime.per_replica_batch_size", "runtime.replicas", "runtime.workers", "runtime.distribute"}
 
 # The columns every table has, in order: who, then what it cost and how well it did, then how it ended. The params
 # that differ go between "run" and "params"; "description" comes last, and only when the runs' descriptions differ.

@@ -241,8 +241,14 @@ class Report:
 
 
 def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: int = 1, uri: str,
-              data_dir=None, console=None, progress: Callable[[str], None] | None = None) -> Report:
-    """Run every variant not yet FINISHED under one parent run; a failing variant does not stop the others."""
+              data_dir=None, console=None, progress: Callable[[str], None] | None = None,
+              reclaim: bool = False) -> Report:
+    """Run every variant not yet FINISHED under one parent run; a failing variant does not stop the others.
+
+    Machines that share a tracking server can run the same sweep at once: each claims a variant before
+    training it (see tracking.claim), so none is run twice. `reclaim` retries variants whose claim was left
+    RUNNING by a machine that stopped.
+    """
     from . import tracking
 
     p = _prepare(path, overrides, cli_grid)
@@ -255,19 +261,27 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: in
             f"{len(todo)} to run")
 
     def one(i: int, v: Variant) -> Outcome:
+        claim_id = tracking.claim(uri, parent_id, v.key, reclaim=reclaim)
+        if claim_id is None:  # another machine sharing this tracking server has it
+            say(f"[{i}/{len(todo)}] {v.key}: taken by another process")
+            return Outcome(v, "SKIPPED", "claimed by another process")
         say(f"[{i}/{len(todo)}] {v.key}: training")
-        if jobs > 1:
-            outcome = run_in_subprocess(path, p.overrides, v, parent_id=parent_id, uri=uri, data_dir=data_dir)
-        else:
-            outcome = run_in_process(p.specs[v], v, parent_id=parent_id, uri=uri, data_dir=data_dir,
-                                     console=console)
+        outcome = Outcome(v, "FAILED", "interrupted")
+        try:
+            if jobs > 1:
+                outcome = run_in_subprocess(path, p.overrides, v, parent_id=parent_id, uri=uri, data_dir=data_dir)
+            else:
+                outcome = run_in_process(p.specs[v], v, parent_id=parent_id, uri=uri, data_dir=data_dir,
+                                         console=console)
+        finally:
+            tracking.release(uri, claim_id, outcome.status)
         say(f"[{i}/{len(todo)}] {v.key}: {outcome.status} in {outcome.seconds:.1f}s")
         return outcome
 
     status = "KILLED"
     try:
         outcomes = run_all(todo, one, jobs)
-        status = "FAILED" if any(o.status != "FINISHED" for o in outcomes) else "FINISHED"
+        status = "FAILED" if any(o.status == "FAILED" for o in outcomes) else "FINISHED"
     except KeyboardInterrupt:
         raise
     except BaseException:
@@ -286,8 +300,16 @@ def _parent(tracking, p: _Plan, uri: str) -> tuple[str, set[str]]:
     except XrunError:  # the experiment does not exist yet
         earlier = []
     if not earlier:
-        return _new_parent(tracking, p, uri, experiment), set()
-    parent_id = earlier[0].run_id
+        _new_parent(tracking, p, uri, experiment)
+        # Machines starting the same sweep together each made a parent: all adopt the oldest, the rest go.
+        earlier = tracking.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
+        oldest = min(earlier, key=lambda r: (r.start_ms, r.run_id))
+        for other in earlier:
+            if other.run_id != oldest.run_id and other.status == "RUNNING" and not tracking.find_runs(
+                    uri, parent_run_id=other.run_id):
+                tracking.delete_run(other.run_id, uri)
+        return oldest.run_id, set()
+    parent_id = min(earlier, key=lambda r: (r.start_ms, r.run_id)).run_id
     tracking.reopen(parent_id, uri)
     # Children are looked for in every experiment: a sweep over tracking.experiment puts them elsewhere.
     children = tracking.find_runs(uri, parent_run_id=parent_id)

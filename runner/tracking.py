@@ -394,3 +394,41 @@ class NullRun:
         if name.startswith(("log_", "set_", "end")):
             return lambda *args, **kwargs: None
         raise AttributeError(name)
+
+
+# --- sweep claims: several machines share one sweep without running a variant twice ---------------------
+
+CLAIMS_EXPERIMENT = "xrun-sweep-claims"
+
+
+def claim(uri: str, parent_id: str, key: str, *, reclaim: bool = False) -> str | None:
+    """Claim one variant of a sweep for this process; None if another process holds it or finished it.
+
+    The claim is a small run in its own experiment. Two machines may create claims at the same moment, so
+    after creating ours we look at every live claim for the variant and the oldest wins; a loser deletes its
+    own. A FINISHED claim means the variant is done; with `reclaim`, RUNNING claims (left by a machine that
+    died) no longer count.
+    """
+    c = _ready_client(uri)
+    experiment_id = _experiment_id(c, CLAIMS_EXPERIMENT, uri)
+    where = f"tags.`xrun.claim_of` = '{parent_id}' and tags.`xrun.claim` = '{key}'"
+    mine = c.create_run(experiment_id, run_name=f"claim {key}",
+                        tags={"xrun.claim_of": parent_id, "xrun.claim": key, "xrun.host": os.uname().nodename,
+                              "xrun.pid": str(os.getpid())}).info.run_id
+    live = ["FINISHED"] if reclaim else ["RUNNING", "FINISHED"]
+    claims = [r for r in c.search_runs([experiment_id], filter_string=where, max_results=1000)
+              if r.info.status in live or r.info.run_id == mine]
+    winner = min(claims, key=lambda r: (r.info.status != "FINISHED", r.info.start_time, r.info.run_id))
+    if winner.info.run_id != mine:
+        c.delete_run(mine)
+        return None
+    return mine
+
+
+def release(uri: str, claim_id: str, status: str) -> None:
+    """FINISHED marks the variant done for every machine; any other status lets a later sweep retry it."""
+    _ready_client(uri).set_terminated(claim_id, status=status)
+
+
+def delete_run(run_id: str, uri: str | None = None) -> None:
+    client(uri).delete_run(run_id)

@@ -115,3 +115,30 @@ def test_bad_cluster_settings_are_one_line_errors(monkeypatch, tmp_path, capsys)
     (tmp_path / "tiny.yaml").write_text(TINY)
     assert main(["run", str(tmp_path / "tiny.yaml"), "--workers", "a:1,b:2"]) == 2
     assert "--workers and --worker-index go together" in capsys.readouterr().err
+
+
+SWEPT = TINY.replace("tracking: {experiment: distributed,", "sweep: {grid: {training.batch_size: [16, 32, 64, 128]}}\n"
+                                                          "tracking: {experiment: distributed,")
+
+
+def test_two_machines_share_one_sweep_without_running_a_variant_twice(tmp_path):
+    """Two `xrun sweep` processes on one store stand for two machines sharing a tracking server."""
+    (tmp_path / "tiny.yaml").write_text(SWEPT.replace("epochs: 2", "epochs: 1"))
+    environment = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TF_CONFIG")}
+    procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "sweep", "tiny.yaml"], cwd=tmp_path,
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    client, runs = _runs(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("xrun.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(r.data.tags["xrun.variant"] for r in children) == [
+        f"training.batch_size={b}" for b in (128, 16, 32, 64)]  # each variant exactly once
+    assert all(r.info.status == "FINISHED" for r in children)
+    ran_here = [sum("FINISHED in" in line for line in err.splitlines()) for _, err in outputs]
+    assert sum(ran_here) == 4, ran_here
+    print("variants trained by each process:", ran_here)
