@@ -93,9 +93,12 @@ def summary(file, overrides, fmt):
 @click.option("--worker-index", type=int, metavar="I", help="This machine's place in --workers (0 is the chief).")
 @click.option("--backup-dir", metavar="DIR", help="Multi-worker: where the job's state is kept so a restarted "
               "worker resumes (default .xrun-backup/NAME).")
+@click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its saved model, into the "
+              "same MLflow run.")
 @click.option("--parent-run-id", hidden=True, help="Nest the run under this MLflow run (used by sweeps).")
 @click.option("--variant", hidden=True, help="The sweep variant this run is (used by sweeps).")
-def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, parent_run_id, variant):
+def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, resume, parent_run_id,
+        variant):
     """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`).
 
     With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
@@ -110,6 +113,7 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     from .train import run_experiment
 
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
+                            resume=resume,
                             parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
                             tags={"xrun.variant": variant} if variant else None)
     if not result.run_id:  # a non-chief worker: the chief records the run

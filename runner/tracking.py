@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -72,7 +73,7 @@ def flatten(config, prefix: str = "") -> dict[str, str]:
     if isinstance(config, dict) and not config and prefix:
         return {prefix: "{}"}  # keep the key: an empty section was still asked for
     if isinstance(config, dict):
-        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in config.items()]
+        items = [(f"{prefix}.{_key(k)}" if prefix else _key(k), v) for k, v in config.items()]
     elif isinstance(config, list) and any(isinstance(v, (dict, list)) for v in config):
         items = [(f"{prefix}.{i}", v) for i, v in enumerate(config)]  # MLflow keys allow no brackets
     else:
@@ -81,6 +82,12 @@ def flatten(config, prefix: str = "") -> dict[str, str]:
     for key, value in items:
         out.update(flatten(value, key))
     return out
+
+
+def _key(key) -> str:
+    """A YAML key as an MLflow name: `a[0]` -> `a.0`; characters MLflow refuses -> `_`."""
+    text = re.sub(r"\[(\d+)\]", r".\1", str(key))
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", text)
 
 
 def _param_text(value) -> str:
@@ -158,6 +165,32 @@ class Run:
         self.run_id = run.info.run_id
         self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
 
+    @classmethod
+    def resume(cls, uri: str, run_id: str) -> tuple["Run", Path, int]:
+        """Reopen a KILLED or FAILED run: the run, its saved model (checkpoints/last.keras, downloaded) and the
+        number of epochs it completed."""
+        mlflow.set_tracking_uri(uri)
+        c = _ready_client(uri)
+        found = _get_run(c, run_id)
+        if found.info.status not in ("KILLED", "FAILED"):
+            raise XrunError(f"run {run_id} is {found.info.status}; only a KILLED or FAILED run can be resumed",
+                            hint="start a new run without --resume")
+        self = cls.__new__(cls)
+        self.uri, self.client, self.run_id = uri, c, found.info.run_id
+        self.experiment_id = found.info.experiment_id
+        self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
+        checkpoint = self._download("checkpoints/last.keras")
+        epochs = max((m.step for m in c.get_metric_history(self.run_id, "loss")), default=0)
+        c.update_run(self.run_id, status="RUNNING")
+        return self, checkpoint, epochs
+
+    def _download(self, path: str) -> Path:
+        try:
+            return Path(self.client.download_artifacts(self.run_id, path, str(self.artifact_dir)))
+        except Exception:
+            raise XrunError(f"run {self.run_id} has no saved model ({path}) to resume from",
+                            hint="only a run that was interrupted after building its model can be resumed") from None
+
     @_uninterrupted
     def log_params(self, params: dict) -> None:
         entities = [mlflow.entities.Param(k[:250], _param_text(v)) for k, v in params.items()]
@@ -214,7 +247,7 @@ class Run:
 
 
 def _tag_texts(tags: dict) -> dict[str, str]:
-    return {k: str(v)[:5000] for k, v in tags.items() if v is not None}
+    return {_key(k): str(v)[:5000] for k, v in tags.items() if v is not None}
 
 
 def _number(value) -> bool:

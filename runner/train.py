@@ -72,6 +72,8 @@ class _Job:
     model: keras.Model | None = None
     display: callbacks.Display | None = None
     strategy: tf.distribute.Strategy | None = None
+    checkpoint: Path | None = None  # a resumed run's saved model, optimizer state included
+    initial_epoch: int = 0          # epochs a resumed run had completed
     backup_dir: str | None = None   # where a multi-worker job keeps the state a restarted worker resumes from
 
 
@@ -141,6 +143,7 @@ def _set_op_determinism(on: bool) -> None:
 def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
                    console: Console | None = None, quiet: bool = False, parent_run_id: str | None = None,
                    run_name: str | None = None, tags: dict | None = None, backup_dir: str | None = None,
+                   resume: str | None = None,
                    extra_callbacks: list[keras.callbacks.Callback] = ()) -> Result:
     """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM).
 
@@ -154,14 +157,23 @@ def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str
     uri = tracking.tracking_uri(tracking_uri)
     settings = settings_for(spec.document["training"])
     document = _resolved(spec, settings)
-    run = tracking.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
-                       document.get("description", ""), parent_run_id=parent_run_id,
-                       tags={**_static_tags(spec, document, settings), **(tags or {})}) \
-        if distribute.is_chief() else tracking.NullRun()
+    checkpoint, done_epochs = None, 0
+    if resume:
+        run, checkpoint, done_epochs = tracking.Run.resume(uri, resume)
+    elif distribute.is_chief():
+        run = tracking.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
+                           document.get("description", ""), parent_run_id=parent_run_id,
+                           tags={**_static_tags(spec, document, settings), **(tags or {})})
+    else:
+        run = tracking.NullRun()
     job = _Job(run, spec, document, settings, console or Console(stderr=True), quiet or not distribute.is_chief(),
-               list(extra_callbacks), strategy=strategy, backup_dir=backup_dir)
+               list(extra_callbacks), strategy=strategy, backup_dir=backup_dir, checkpoint=checkpoint,
+               initial_epoch=done_epochs)
     with _ends_run(job), _applied(settings):
-        _log_inputs(job)
+        if resume:
+            run.set_tags({"xrun.resumed_from_epoch": done_epochs, "xrun.end_reason": ""})
+        else:
+            _log_inputs(job)
         result = _train(job, data_dir)
     result.wall_seconds = time.perf_counter() - started
     return result
@@ -290,10 +302,23 @@ def _train(job: _Job, data_dir) -> Result:
     with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
         model = job.model = build_model(job.spec)
         _compile(model, job.document, job.settings, spe)
-    _log_model_facts(job.run, model, job.spec, splits)
-    _log_distribution(job)
+        if job.checkpoint is not None:
+            _restore(model, job.checkpoint)
+    if job.checkpoint is None:
+        _log_model_facts(job.run, model, job.spec, splits)
+        _log_distribution(job)
     history = _fit(job, splits, spe)
     return _finish(job, dataset, splits, history)
+
+
+def _restore(model: keras.Model, checkpoint: Path) -> None:
+    """Weights and optimizer state (step count, moments, schedule position) of an interrupted run."""
+    saved = keras.saving.load_model(checkpoint, compile=True)
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    if saved.optimizer is not None and len(saved.optimizer.variables) == len(model.optimizer.variables):
+        for mine, theirs in zip(model.optimizer.variables, saved.optimizer.variables):
+            mine.assign(theirs)
 
 
 def _log_distribution(job: _Job) -> None:
@@ -357,6 +382,7 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
            *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
            callbacks.TrackEpochs(job.run), history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
+                  initial_epoch=job.initial_epoch,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
@@ -385,7 +411,7 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
                                     one_hot_classes=_one_hot_classes(document))
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
     predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
-    result = _result(run, history, scores)
+    result = _result(run, history, scores, job.initial_epoch)
     result.model = model
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_figures(run, document, dataset, splits, history, predicted)
@@ -396,10 +422,13 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     return result
 
 
-def _result(run, history: dict, scores: dict) -> Result:
-    epochs_run = len(history.get("loss", []))
+def _result(run, history: dict, scores: dict, initial_epoch: int = 0) -> Result:
+    """Epoch numbers count from the run's start, a resumed run's earlier epochs included."""
+    trained = len(history.get("loss", []))
+    epochs_run = initial_epoch + trained
     val = history.get("val_accuracy")
-    best = int(np.argmax(val)) + 1 if val else (int(np.argmin(history["loss"])) + 1 if epochs_run else None)
+    best = int(np.argmax(val)) + 1 if val else (int(np.argmin(history["loss"])) + 1 if trained else None)
+    best = best + initial_epoch if best is not None else None
     return Result(run.run_id, "FINISHED", run.uri, test_loss=float(scores["loss"]),
                   test_accuracy=float(scores.get("accuracy", float("nan"))), best_epoch=best,
                   best_val_accuracy=float(max(val)) if val else None, epochs_run=epochs_run, history=history)

@@ -521,3 +521,25 @@ def test_a_signal_to_a_real_run_kills_it_and_exits_130(tmp_path, sig, reason):
     assert run.info.status == "KILLED" and run.data.tags["xrun.end_reason"] == reason
     assert 1 <= len(history(uri, run_id, "loss")) < 200
     assert "checkpoints/last.keras" in artifact_paths(uri, run_id)
+
+
+def test_resume_continues_a_killed_run_into_the_same_run(tmp_path):
+    path = write_experiment(tmp_path, INTERRUPTED_DOC)
+    with pytest.raises(KeyboardInterrupt):
+        train(path, extra_callbacks=[At(2, 3, raise_(KeyboardInterrupt()))])
+    uri = store_uri(tmp_path)
+    killed, _, _ = ended(uri)
+    assert killed.info.status == "KILLED" and len(history(uri, killed.info.run_id, "loss")) == 1
+    result = train(path, resume=killed.info.run_id)
+    run = only_run(uri)  # no second run: the same one goes on
+    assert run.info.run_id == killed.info.run_id == result.run_id
+    assert run.info.status == "FINISHED" and run.data.tags["xrun.resumed_from_epoch"] == "1"
+    assert len(history(uri, run.info.run_id, "loss")) == 3  # epochs 1, then 2 and 3 after the resume
+    assert result.epochs_run == 3 and run.data.metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
+
+
+def test_resume_refuses_a_finished_run(tmp_path):
+    path = write_experiment(tmp_path, experiment(training={"epochs": 1, "batch_size": 64, "seed": 1}))
+    finished = train(path)
+    with pytest.raises(XrunError, match=r"is FINISHED; only a KILLED or FAILED run can be resumed"):
+        train(path, resume=finished.run_id)
