@@ -1,18 +1,22 @@
 """xrun's performance harness: is the runner as fast as the plain Keras it replaces?
 
-    python bench/run.py            # full run (~15-20 min on 2 CPU cores), writes bench/results.json
+    python bench/run.py            # full run (~15 min on 2 busy CPU cores), writes bench/results.json
     python bench/run.py --quick    # smoke run (< ~3 min), writes bench/results.quick.json
     python bench/run.py --only augment
 
 Four measurements, each against the baseline the seed notebooks used:
 
   overhead   images/s of xrun training a seed model vs `model.fit` on NumPy arrays, steady-state epochs
+             (with the median step and the validation pass, and a what-if: xrun without op determinism)
   augment    images/s of xrun's tf.data augmentation vs the legacy ImageDataGenerator (seed-002 settings)
-  tracking   share of the epoch time spent logging to MLflow (in-run timer, plus an A/B run with logging off)
-  startup    wall time of `xrun validate` / `xrun --help` vs `python -c "import tensorflow"`
+  tracking   share of the epoch time spent logging to MLflow (in-run timer; on/off epochs; one log_metrics call)
+  startup    wall time of `xrun validate` / `xrun --help` vs `python -c "import tensorflow"` (and a what-if:
+             validate with a faster schema check)
 
 Timings are only reported, never asserted: the exit status is 0 whatever the numbers, 1 if a measurement crashed.
-Paired measurements are interleaved (A, B, A, B, ...) so that load from other processes hits both sides alike.
+Paired measurements are interleaved so that load from other processes hits both sides alike: the training sides
+run in separate processes that take turns epoch by epoch (TakeTurns), the others alternate A, B, A, B.
+xrun is instrumented by monkeypatching (its callbacks, settings_for, the schema validator), never edited.
 """
 
 from __future__ import annotations
@@ -191,10 +195,11 @@ def turn_clock(turns: TakeTurns, side: str):
             super().__init__()
             self.seconds: list[float] = []       # per epoch
             self.step_ms: list[float] = []       # per epoch: the median training step, in ms
+            self.val_seconds: list[float] = []   # per epoch: the validation pass
             self.started: float | None = None
             self.train_examples: int | None = None
             self._steps: list[float] = []
-            self._step_started = 0.0
+            self._step_started = self._val_started = self._val = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
             if self._stop():
@@ -202,7 +207,7 @@ def turn_clock(turns: TakeTurns, side: str):
             elif not self.seconds:
                 turns.start_together(side)
             turns.wait(side)
-            self._steps = []
+            self._steps, self._val = [], 0.0
             self.started = time.perf_counter()
 
         # The median step is robust to bursts of load that hit a few seconds of an epoch; the epoch time is not.
@@ -211,6 +216,13 @@ def turn_clock(turns: TakeTurns, side: str):
 
         def on_train_batch_end(self, batch, logs=None):
             self._steps.append(time.perf_counter() - self._step_started)
+
+        # fit() runs validation through the same callbacks, between the last step and on_epoch_end.
+        def on_test_begin(self, logs=None):
+            self._val_started = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self._val += time.perf_counter() - self._val_started
 
         def on_train_end(self, logs=None):
             self._stop()
@@ -222,6 +234,7 @@ def turn_clock(turns: TakeTurns, side: str):
                 return False
             self.seconds.append(time.perf_counter() - self.started)
             self.step_ms.append(1000 * median(self._steps))
+            self.val_seconds.append(self._val)
             self.started = None
             return True
 
@@ -311,6 +324,12 @@ def instrumented_xrun(clock, log: str = "all"):
         def on_train_batch_end(self, batch, logs=None):
             clock.on_train_batch_end(batch, logs)
 
+        def on_test_begin(self, logs=None):
+            clock.on_test_begin(logs)
+
+        def on_test_end(self, logs=None):
+            clock.on_test_end(logs)
+
         def on_train_end(self, logs=None):
             clock.on_train_end(logs)
 
@@ -366,7 +385,7 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
             result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
                                           console=Console(file=io.StringIO()))
     return {"epoch_seconds": clock.seconds, "images_per_second": [clock.train_examples / s for s in clock.seconds],
-            "step_ms": clock.step_ms, "logged_images_per_second": list(result.history.get("images_per_second", [])),
+            "step_ms": clock.step_ms, "val_seconds": clock.val_seconds, "val_seconds": clock.val_seconds, "logged_images_per_second": list(result.history.get("images_per_second", [])),
             "log_seconds": log_seconds, "test_accuracy": result.test_accuracy}
 
 
@@ -424,7 +443,7 @@ def keras_training(clock, model: str, examples: int, epochs: int, data: str | No
     history = net.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test),
                       callbacks=[clock])
     return {"epoch_seconds": clock.seconds, "images_per_second": [examples / s for s in clock.seconds],
-            "step_ms": clock.step_ms, "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+            "step_ms": clock.step_ms, "val_seconds": clock.val_seconds, "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
             "params": int(net.count_params()), "jit_compile": bool(net.jit_compile)}
 
 
@@ -447,6 +466,7 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
             runs[side].append(numbers)
     rate = {side: [v for r in side_runs for v in steady(r)] for side, side_runs in runs.items()}
     step = {side: [v for r in side_runs for v in steady(r, "step_ms")] for side, side_runs in runs.items()}
+    val = {side: [v for r in side_runs for v in steady(r, "val_seconds")] for side, side_runs in runs.items()}
     # Epoch k of one side against epoch k of the side that ran just before or after it (speed ratios: > 1 = faster).
     pairs = {side: [a / b for a, b in zip(rate[side], rate["keras"])] for side in ("xrun", "whatif")}
     step_pairs = {side: [b / a for a, b in zip(step[side], step["keras"])] for side in ("xrun", "whatif")}
@@ -468,6 +488,12 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
                     None, spread=f"pairs {spread(step_pairs['xrun'], '{:.2f}')}",
                     samples={"pair_ratios": step_pairs["xrun"]},
                     notes="ratio > 1: xrun's step is faster; per-step medians of each steady epoch"),
+        Measurement("overhead_val", "the same, validation pass per epoch", "s/epoch",
+                    median(val["xrun"]), median(val["keras"]),
+                    median([b / a for a, b in zip(val["xrun"], val["keras"])]), "keras/xrun", "info", None,
+                    spread=f"xrun {spread(val['xrun'], '{:.2f}')}, keras {spread(val['keras'], '{:.2f}')}",
+                    samples={"xrun": val["xrun"], "keras": val["keras"]},
+                    notes="ratio > 1: xrun validates faster"),
         Measurement("overhead_nondet", "what-if: xrun with op determinism off vs model.fit(NumPy)", "img/s",
                     median(rate["whatif"]), median(rate["keras"]), median(pairs["whatif"]), "xrun/keras", "info",
                     None, spread=f"pairs {spread(pairs['whatif'], '{:.2f}')}; vs xrun as is: epochs "

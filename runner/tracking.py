@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -24,6 +25,24 @@ from .errors import XrunError
 # MLflow narrates database set-up and migrations at INFO; a user only needs to hear about problems.
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# MLflow's HTTP client retries a dead server for minutes by default; a training run should not stall that long
+# on a metric it can keep and send later. (The environment can still say otherwise.)
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+METRICS_PER_BATCH = 1000  # MLflow's limit on metrics in one request
+OFFLINE_DIR = Path("mlruns") / "offline"
+
+
+def offline_file(run_id: str) -> Path:
+    """Where metrics wait while the tracking store cannot be reached (one JSON object per line)."""
+    OFFLINE_DIR.mkdir(parents=True, exist_ok=True)
+    return OFFLINE_DIR / f"{run_id}.jsonl"
+
+
+def notify(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 STORE_DIR = Path("mlruns")
 MAX_PARAM_CHARS = 6000   # MLflow's limit on a param value
@@ -163,6 +182,7 @@ class Run:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=_tag_texts(all_tags))
         self.run_id = run.info.run_id
+        self._pending, self._offline_since = [], None
         self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
 
     @classmethod
@@ -178,6 +198,7 @@ class Run:
         self = cls.__new__(cls)
         self.uri, self.client, self.run_id = uri, c, found.info.run_id
         self.experiment_id = found.info.experiment_id
+        self._pending, self._offline_since = [], None
         self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"xrun-{self.run_id[:8]}-"))
         checkpoint = self._download("checkpoints/last.keras")
         epochs = max((m.step for m in c.get_metric_history(self.run_id, "loss")), default=0)
@@ -206,8 +227,30 @@ class Run:
         """Numbers only; NaN and infinities are logged too, since a diverging run should show it."""
         now = _now_ms()
         entities = [mlflow.entities.Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
-        if entities:
-            self.client.log_batch(self.run_id, metrics=entities)
+        self._pending.extend(entities)
+        try:
+            self._send_pending()
+        except Exception as exc:  # the server went away: training goes on, the values wait here and on disk
+            self._keep_offline(entities, exc)
+
+    def _send_pending(self) -> None:
+        was_offline = self._offline_since is not None
+        while self._pending:
+            self.client.log_batch(self.run_id, metrics=self._pending[:METRICS_PER_BATCH])
+            del self._pending[:METRICS_PER_BATCH]
+        if was_offline:
+            self._offline_since = None
+            notify(f"xrun: the tracking store is back; the metrics kept meanwhile were sent to run {self.run_id}")
+
+    def _keep_offline(self, entities: list, exc: Exception) -> None:
+        path = offline_file(self.run_id)
+        with path.open("a") as out:
+            for m in entities:
+                out.write(json.dumps({"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
+        if self._offline_since is None:
+            self._offline_since = _now_ms()
+            notify(f"xrun: cannot reach the tracking store ({_short(exc)}); training goes on, metrics are kept "
+                   f"and sent when it is back (a copy is in {path})")
 
     @_uninterrupted
     def log_text(self, text: str, name: str) -> None:
@@ -243,6 +286,12 @@ class Run:
     @_uninterrupted
     def end(self, status: str) -> None:
         """FINISHED, FAILED or KILLED; a run never stays RUNNING."""
+        if self._pending:
+            try:
+                self._send_pending()
+            except Exception:  # still unreachable: the offline file holds them, and the user was told where
+                notify(f"xrun: {len(self._pending)} metric values could not be sent; they are in "
+                       f"{offline_file(self.run_id)}")
         self.client.set_terminated(self.run_id, status=status)
 
 

@@ -47,29 +47,37 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+def _start_server(root: Path, port: int) -> subprocess.Popen:
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
                              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(url + "/health", timeout=2).close()
-            break
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return proc
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield url
-    proc.terminate()
+    _stop(proc)
+    pytest.fail("mlflow server did not start within 90 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    proc = _start_server(tmp_path_factory.mktemp("server"), port)
+    yield f"http://127.0.0.1:{port}"
+    _stop(proc)
 
 
 def test_run_lands_on_the_server_and_reads_back_over_rest(server, tmp_path):
@@ -105,3 +113,41 @@ def test_unreachable_server_fails_fast_before_training(tmp_path):
     assert time.perf_counter() - started < 15
     assert "is not answering" in error.value.message
     assert error.value.hint.startswith("start it (mlflow server ...)")
+
+
+def test_a_server_lost_mid_run_costs_no_metrics(tmp_path, monkeypatch, capfd):
+    """Training goes on while the server is down; the kept metrics reach it when it is back."""
+    import keras
+
+    from runner.train import run_experiment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    root, port = tmp_path / "server", _free_port()
+    root.mkdir()
+    state = {"proc": _start_server(root, port)}
+
+    class Outage(keras.callbacks.Callback):  # runs before xrun logs the epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                _stop(state["proc"])
+            if epoch == 2:
+                state["proc"] = _start_server(root, port)
+
+    (tmp_path / "served.yaml").write_text(TINY.replace("epochs: 2", "epochs: 4"))
+    try:
+        result = run_experiment(load_spec(tmp_path / "served.yaml"), tracking_uri=f"http://127.0.0.1:{port}",
+                                quiet=True, extra_callbacks=[Outage()])
+    finally:
+        _stop(state["proc"]) if state["proc"].poll() is None else None
+    state["proc"] = _start_server(root, port)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    history = _get(f"{api}/metrics/get-history?run_id={result.run_id}&metric_key=val_loss")["metrics"]
+    assert sorted(m["step"] for m in history) == [1, 2, 3, 4]
+    run = _get(f"{api}/runs/get?run_id={result.run_id}")["run"]
+    assert run["info"]["status"] == "FINISHED"
+    kept = [json.loads(line) for line in (tmp_path / "mlruns" / "offline" / f"{result.run_id}.jsonl").open()]
+    assert sorted({m["step"] for m in kept}) == [1, 2]
+    err = capfd.readouterr().err
+    assert "cannot reach the tracking store" in err and "the tracking store is back" in err
+    _stop(state["proc"])
