@@ -196,6 +196,7 @@ def turn_clock(turns: TakeTurns, side: str):
             self.seconds: list[float] = []       # per epoch
             self.step_ms: list[float] = []       # per epoch: the median training step, in ms
             self.val_seconds: list[float] = []   # per epoch: the validation pass
+            self.start_seconds: list[float] = []  # per epoch: from its start to its first step (iterator set-up)
             self.started: float | None = None
             self.train_examples: int | None = None
             self._steps: list[float] = []
@@ -213,6 +214,8 @@ def turn_clock(turns: TakeTurns, side: str):
         # The median step is robust to bursts of load that hit a few seconds of an epoch; the epoch time is not.
         def on_train_batch_begin(self, batch, logs=None):
             self._step_started = time.perf_counter()
+            if not self._steps:
+                self.start_seconds.append(self._step_started - self.started)
 
         def on_train_batch_end(self, batch, logs=None):
             self._steps.append(time.perf_counter() - self._step_started)
@@ -228,6 +231,11 @@ def turn_clock(turns: TakeTurns, side: str):
             self._stop()
             turns.finish(side)
             turns.wait_all_done()  # post-training work (xrun's evaluate, plots) must not overlap a timed epoch
+
+        def numbers(self) -> dict:
+            return {"epoch_seconds": self.seconds,
+                    "images_per_second": [self.train_examples / s for s in self.seconds],
+                    "step_ms": self.step_ms, "val_seconds": self.val_seconds, "start_seconds": self.start_seconds}
 
         def _stop(self) -> bool:
             if self.started is None:
@@ -384,8 +392,7 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
         with instrumented_xrun(clock, log) as log_seconds, without_op_determinism(nondeterministic):
             result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
                                           console=Console(file=io.StringIO()))
-    return {"epoch_seconds": clock.seconds, "images_per_second": [clock.train_examples / s for s in clock.seconds],
-            "step_ms": clock.step_ms, "val_seconds": clock.val_seconds, "val_seconds": clock.val_seconds, "logged_images_per_second": list(result.history.get("images_per_second", [])),
+    return {**clock.numbers(), "logged_images_per_second": list(result.history.get("images_per_second", [])),
             "log_seconds": log_seconds, "test_accuracy": result.test_accuracy}
 
 
@@ -442,8 +449,8 @@ def keras_training(clock, model: str, examples: int, epochs: int, data: str | No
     # verbose is left at its default, as in the notebook (side_main sends the progress bar to a buffer).
     history = net.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, validation_data=(x_test, y_test),
                       callbacks=[clock])
-    return {"epoch_seconds": clock.seconds, "images_per_second": [examples / s for s in clock.seconds],
-            "step_ms": clock.step_ms, "val_seconds": clock.val_seconds, "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+    clock.train_examples = examples
+    return {**clock.numbers(), "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
             "params": int(net.count_params()), "jit_compile": bool(net.jit_compile)}
 
 
@@ -467,6 +474,7 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
     rate = {side: [v for r in side_runs for v in steady(r)] for side, side_runs in runs.items()}
     step = {side: [v for r in side_runs for v in steady(r, "step_ms")] for side, side_runs in runs.items()}
     val = {side: [v for r in side_runs for v in steady(r, "val_seconds")] for side, side_runs in runs.items()}
+    start = {side: [v for r in side_runs for v in steady(r, "start_seconds")] for side, side_runs in runs.items()}
     # Epoch k of one side against epoch k of the side that ran just before or after it (speed ratios: > 1 = faster).
     pairs = {side: [a / b for a, b in zip(rate[side], rate["keras"])] for side in ("xrun", "whatif")}
     step_pairs = {side: [b / a for a, b in zip(step[side], step["keras"])] for side in ("xrun", "whatif")}
@@ -494,6 +502,11 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
                     spread=f"xrun {spread(val['xrun'], '{:.2f}')}, keras {spread(val['keras'], '{:.2f}')}",
                     samples={"xrun": val["xrun"], "keras": val["keras"]},
                     notes="ratio > 1: xrun validates faster"),
+        Measurement("overhead_start", "the same, epoch start to first step (input iterator set-up)", "s/epoch",
+                    median(start["xrun"]), median(start["keras"]), float("nan"), "", "info", None,
+                    spread=f"xrun {spread(start['xrun'], '{:.3f}')}, keras {spread(start['keras'], '{:.3f}')}",
+                    samples={"xrun": start["xrun"], "keras": start["keras"]},
+                    notes="Keras re-shuffles and re-slices NumPy input at every epoch; xrun's tf.data stream repeats"),
         Measurement("overhead_nondet", "what-if: xrun with op determinism off vs model.fit(NumPy)", "img/s",
                     median(rate["whatif"]), median(rate["keras"]), median(pairs["whatif"]), "xrun/keras", "info",
                     None, spread=f"pairs {spread(pairs['whatif'], '{:.2f}')}; vs xrun as is: epochs "

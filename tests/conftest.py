@@ -1,11 +1,16 @@
 """Shared test set-up: quiet TensorFlow, paths to the repository and the shared offline datasets."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# A job started in the background (nohup, `&`, some CI runners) inherits SIGINT ignored, and so would every xrun
+# process the tests start; the Ctrl-C tests need it as a terminal delivers it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
