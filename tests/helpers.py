@@ -120,3 +120,22 @@ def artifact_file(uri: str, run_id: str, path: str, dest: Path) -> Path:
     from mlflow.artifacts import download_artifacts
 
     return Path(download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=str(dest)))
+
+
+def tiny_yaml(name: str = "tiny", *, experiment: str, limit: int = 256, epochs: int = 2, batch_size: int = 32,
+              seed: int = 1, tracking: str = "", extra: str = "") -> str:
+    """A self-contained tiny experiment as YAML text, for tests that run xrun in other processes or servers."""
+    return f"""name: {name}
+description: a tiny test experiment
+data: {{dataset: mnist, limit: {limit}, validation: test}}
+model:
+  layers:
+    - {{type: Conv2D, filters: 4, kernel_size: 3, activation: relu}}
+    - {{type: MaxPooling2D, pool_size: 2}}
+    - {{type: Flatten}}
+    - {{type: Dense, units: 10, activation: softmax}}
+optimizer: {{type: Adam, learning_rate: 0.01}}
+loss: CategoricalCrossentropy
+training: {{epochs: {epochs}, batch_size: {batch_size}, seed: {seed}}}
+tracking: {{experiment: {experiment}{tracking}}}
+{extra}"""

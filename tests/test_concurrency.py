@@ -5,23 +5,11 @@ import subprocess
 import sys
 
 from mlflow.tracking import MlflowClient
+from helpers import tiny_yaml
 
 PROCESSES = 4
 
-TINY = """\
-name: tiny
-data: {dataset: mnist, limit: 256, validation: test}
-model:
-  layers:
-    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
-    - {type: MaxPooling2D, pool_size: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 10, activation: softmax}
-optimizer: {type: Adam, learning_rate: 0.01}
-loss: CategoricalCrossentropy
-training: {epochs: 2, batch_size: 32, seed: 1}
-tracking: {experiment: concurrent, log_model: false}
-"""
+TINY = tiny_yaml(experiment="concurrent", tracking=", log_model: false")
 
 
 def test_four_processes_share_a_fresh_sqlite_store(tmp_path):

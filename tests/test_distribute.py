@@ -12,21 +12,9 @@ from mlflow.tracking import MlflowClient
 from runner import distribute
 from runner.cli import main
 from runner.errors import XrunError
+from helpers import tiny_yaml
 
-TINY = """\
-name: tiny
-data: {dataset: mnist, limit: 512, validation: test}
-model:
-  layers:
-    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
-    - {type: MaxPooling2D, pool_size: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 10, activation: softmax}
-optimizer: {type: Adam, learning_rate: 0.01}
-loss: CategoricalCrossentropy
-training: {epochs: 2, batch_size: 64, seed: 1}
-tracking: {experiment: distributed, log_model: false, log_images: false}
-"""
+TINY = tiny_yaml(experiment="distributed", limit=512, batch_size=64, tracking=", log_model: false, log_images: false")
 
 
 def _free_ports(n: int) -> list[int]:
@@ -117,13 +105,14 @@ def test_bad_cluster_settings_are_one_line_errors(monkeypatch, tmp_path, capsys)
     assert "--workers and --worker-index go together" in capsys.readouterr().err
 
 
-SWEPT = TINY.replace("tracking: {experiment: distributed,", "sweep: {grid: {training.batch_size: [16, 32, 64, 128]}}\n"
-                                                          "tracking: {experiment: distributed,")
+SWEPT = tiny_yaml(experiment="distributed", limit=512, epochs=1, batch_size=64,
+                  tracking=", log_model: false, log_images: false",
+                  extra="sweep: {grid: {training.batch_size: [16, 32, 64, 128]}}\n")
 
 
 def test_two_machines_share_one_sweep_without_running_a_variant_twice(tmp_path):
     """Two `xrun sweep` processes on one store stand for two machines sharing a tracking server."""
-    (tmp_path / "tiny.yaml").write_text(SWEPT.replace("epochs: 2", "epochs: 1"))
+    (tmp_path / "tiny.yaml").write_text(SWEPT)
     environment = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TF_CONFIG")}
     procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "sweep", "tiny.yaml"], cwd=tmp_path,
                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

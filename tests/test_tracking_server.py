@@ -12,22 +12,9 @@ import pytest
 
 from runner.errors import XrunError
 from runner.spec import load_spec
+from helpers import tiny_yaml
 
-TINY = """\
-name: served
-description: a run sent over HTTP
-data: {dataset: mnist, limit: 256, validation: test}
-model:
-  layers:
-    - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
-    - {type: MaxPooling2D, pool_size: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 10, activation: softmax}
-optimizer: {type: Adam, learning_rate: 0.01}
-loss: CategoricalCrossentropy
-training: {epochs: 2, batch_size: 32, seed: 3}
-tracking: {experiment: over-http}
-"""
+TINY = tiny_yaml("served", experiment="over-http", seed=3)
 
 
 def _free_port() -> int:
