@@ -139,3 +139,19 @@ loss: CategoricalCrossentropy
 training: {{epochs: {epochs}, batch_size: {batch_size}, seed: {seed}}}
 tracking: {{experiment: {experiment}{tracking}}}
 {extra}"""
+
+
+def xrun(*args) -> tuple[int, str, str]:
+    """Run the CLI in this process (TensorFlow is imported once per session): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from runner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()

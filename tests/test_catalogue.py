@@ -1,15 +1,13 @@
 """`xrun list`: every experiment of a folder with its size and, once it has run, its runs and best test accuracy."""
 
-import contextlib
 import csv
 import io
 import json
 
 import pytest
 
-from helpers import store_uri
+from helpers import store_uri, xrun
 from runner import tracking
-from runner.cli import main
 
 DENSE = """\
 name: alpha
@@ -42,15 +40,6 @@ tracking: {experiment: list-test}
 BROKEN = DENSE.replace("name: alpha", "name: broken").replace("type: Flatten", "type: Flaten")
 TOO_BIG = CONV.replace("name: beta", "name: gamma").replace("kernel_size: 3", "kernel_size: 29")
 
-
-def xrun(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

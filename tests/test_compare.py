@@ -1,6 +1,5 @@
 """`xrun compare` against runs made here: columns, values, formats, sorting, filters, curves, config diffs, errors."""
 
-import contextlib
 import csv
 import io
 import json
@@ -8,10 +7,9 @@ import math
 
 import pytest
 
-from helpers import store_uri
+from helpers import store_uri, xrun
 from runner import compare as cmp
 from runner import plots, tracking
-from runner.cli import main
 
 TINY = """\
 name: tiny
@@ -33,16 +31,6 @@ OTHER = TINY.replace("name: tiny", "name: other").replace("units: 8", "units: 16
 RESULTS = ["params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "test_loss",
            "test_acc", "seconds", "status"]
 
-
-def xrun(*args) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """`xrun sweep`: variants from the YAML and --grid, random samples, nested runs, failures, resuming, --jobs."""
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -10,11 +8,10 @@ import sys
 
 import pytest
 
-from helpers import store_uri
+from helpers import store_uri, xrun
 from runner import compare as cmp
 from runner import sweep as sw
 from runner import tracking
-from runner.cli import main
 from runner.errors import XrunError
 from runner.spec import load_spec
 
@@ -51,16 +48,6 @@ sweep:
     model.layers[0].filters: {randint: [1, 4]}
 """
 
-
-def xrun(*args) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def write(folder, name: str, text: str):
