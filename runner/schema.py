@@ -236,11 +236,19 @@ def _fitting_alternatives(err) -> list[list]:
             if not any(s.validator in ("type", "const") and not s.relative_path for s in subs)]
 
 
+def _dependent(err, path):
+    for key, needs in err.validator_value.items():
+        for need in needs:
+            if isinstance(err.instance, dict) and key in err.instance and need not in err.instance:
+                yield path, False, f"'{key}' needs '{need}'", f"add '{need}:' here"
+
+
 def _fallback(err, path):
     yield path, False, err.message, None
 
 
 _EXPLAINERS = {
+    "dependentRequired": _dependent,
     "enum": _enum, "const": _enum, "type": _type, "required": _required,
     "additionalProperties": _unexpected, "unevaluatedProperties": _unexpected,
     "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,

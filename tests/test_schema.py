@@ -179,3 +179,14 @@ def test_defaults_are_filled_in():
     assert filled["training"]["batch_size"] == 32
     assert filled["data"]["validation"] == "split"
     assert filled["metrics"] == ["accuracy"]
+
+
+def test_a_warm_up_without_its_target_is_caught_by_validate(tmp_path):
+    path = tmp_path / "warm.yaml"
+    path.write_text(f"name: warm\nextends: {Path(__file__).parent.parent / 'experiments' / 'model1.yaml'}\n"
+                    "optimizer:\n  type: Adam\n"
+                    "  learning_rate: {type: CosineDecay, initial_learning_rate: 0.001, warmup_epochs: 1}\n")
+    with pytest.raises(XrunError) as error:
+        load_spec(path)
+    assert error.value.line() == (f"{path}:5:18: optimizer.learning_rate: 'warmup_epochs' needs 'warmup_target'; "
+                                  "add 'warmup_target:' here")
