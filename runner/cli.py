@@ -386,9 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        return 130
+    except (click.Abort, KeyboardInterrupt) as exc:
+        # Schedulers read 143 as "stopped by SIGTERM" and 130 as Ctrl-C; click wraps the interrupt in Abort.
+        interrupt = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
+        terminated = str(interrupt) == "SIGTERM"
+        click.echo("interrupted by SIGTERM" if terminated else "interrupted", err=True)
+        return 143 if terminated else 130
     return 0
 
 

@@ -504,9 +504,9 @@ def wait_for_first_epoch(uri: str, proc: subprocess.Popen, timeout: float = 150)
     pytest.fail("the run never logged its first epoch")
 
 
-@pytest.mark.parametrize("sig, reason", [(signal.SIGINT, "interrupted (Ctrl-C)"),
-                                         (signal.SIGTERM, "interrupted by SIGTERM")])
-def test_a_signal_to_a_real_run_kills_it_and_exits_130(tmp_path, sig, reason):
+@pytest.mark.parametrize("sig, reason, code", [(signal.SIGINT, "interrupted (Ctrl-C)", 130),
+                                               (signal.SIGTERM, "interrupted by SIGTERM", 143)])
+def test_a_signal_to_a_real_run_kills_it_and_exits_130_or_143(tmp_path, sig, reason, code):
     path = write_experiment(tmp_path, experiment(data={"dataset": "mnist", "limit": 1024, "validation": "none"},
                                                  training={"epochs": 200, "batch_size": 32, "seed": 1}))
     uri = store_uri(tmp_path)
@@ -514,8 +514,7 @@ def test_a_signal_to_a_real_run_kills_it_and_exits_130(tmp_path, sig, reason):
     run_id = wait_for_first_epoch(uri, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    # SIGTERM is turned into the same interrupt as Ctrl-C, so both exit 130 (not 143) through the CLI
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err  # 128 + the signal's number, as shells and schedulers expect
     assert "interrupted" in err
     run = client(uri).get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["xrun.end_reason"] == reason
