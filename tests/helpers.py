@@ -155,3 +155,37 @@ def xrun(*args) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+# A model section with a residual block (Add of the block's input and its last conv), used twice.
+RESIDUAL = """\
+  blocks:
+    residual:
+      params: {filters: null}
+      layers:
+        - {type: Conv2D, name: a, filters: "${filters}", kernel_size: 3, padding: same, activation: relu}
+        - {type: Conv2D, name: b, filters: "${filters}", kernel_size: 3, padding: same}
+        - {type: Add, name: sum, inputs: [b, input]}
+  layers:
+    - {type: Conv2D, name: stem, filters: 8, kernel_size: 3, padding: same}
+    - {block: residual, name: res, filters: 8, repeat: 2}
+    - {type: Flatten}
+    - {type: Dense, units: 10}
+"""
+
+
+def dense_yaml(name: str, description: str, *, experiment: str, seed: int) -> str:
+    """A tiny dense net on 128 images that trains in seconds (for the compare and list tests)."""
+    return f"""name: {name}
+description: {description}
+data: {{dataset: mnist, limit: 128, validation: test}}
+model:
+  layers:
+    - {{type: Flatten}}
+    - {{type: Dense, units: 8, activation: relu}}
+    - {{type: Dense, units: 10, activation: softmax}}
+optimizer: {{type: Adam, learning_rate: 0.001}}
+loss: SparseCategoricalCrossentropy
+training: {{epochs: 1, batch_size: 64, seed: {seed}}}
+tracking: {{experiment: {experiment}, log_model: false, log_images: false}}
+"""

@@ -6,23 +6,10 @@ import json
 
 import pytest
 
-from helpers import store_uri, xrun
+from helpers import dense_yaml, store_uri, xrun
 from runner import tracking
 
-DENSE = """\
-name: alpha
-description: A tiny dense net. It is the one that runs.
-data: {dataset: mnist, limit: 128, validation: test}
-model:
-  layers:
-    - {type: Flatten}
-    - {type: Dense, units: 8, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}
-optimizer: {type: Adam, learning_rate: 0.001}
-loss: SparseCategoricalCrossentropy
-training: {epochs: 1, batch_size: 64, seed: 3}
-tracking: {experiment: list-test, log_model: false, log_images: false}
-"""
+DENSE = dense_yaml("alpha", "A tiny dense net. It is the one that runs.", experiment="list-test", seed=3)
 CONV = """\
 name: beta
 description: A tiny conv net that never runs here.

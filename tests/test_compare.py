@@ -7,24 +7,12 @@ import math
 
 import pytest
 
-from helpers import store_uri, xrun
+from helpers import dense_yaml, store_uri, xrun
 from runner import compare as cmp
 from runner import plots, tracking
 
-TINY = """\
-name: tiny
-description: A tiny dense net for the compare tests. It trains in seconds.
-data: {dataset: mnist, limit: 128, validation: test}
-model:
-  layers:
-    - {type: Flatten}
-    - {type: Dense, units: 8, activation: relu}
-    - {type: Dense, units: 10, activation: softmax}
-optimizer: {type: Adam, learning_rate: 0.001}
-loss: SparseCategoricalCrossentropy
-training: {epochs: 1, batch_size: 64, seed: 1}
-tracking: {experiment: compare-a, log_model: false, log_images: false}
-"""
+TINY = dense_yaml("tiny", "A tiny dense net for the compare tests. It trains in seconds.", experiment="compare-a",
+                  seed=1)
 OTHER = TINY.replace("name: tiny", "name: other").replace("units: 8", "units: 16") \
     .replace("compare-a", "compare-b").replace("A tiny dense net", "A wider dense net")
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import RESIDUAL
 from runner.errors import XrunError
 from runner.runtime import import_tensorflow
 from runner.spec import load_spec
@@ -46,20 +47,7 @@ def test_a_stack_is_sequential_and_a_graph_functional(tmp_path):
 
 
 def test_a_residual_block_builds(tmp_path):
-    model = build(tmp_path, """\
-  blocks:
-    residual:
-      params: {filters: null}
-      layers:
-        - {type: Conv2D, name: a, filters: "${filters}", kernel_size: 3, padding: same, activation: relu}
-        - {type: Conv2D, name: b, filters: "${filters}", kernel_size: 3, padding: same}
-        - {type: Add, name: sum, inputs: [b, input]}
-  layers:
-    - {type: Conv2D, name: stem, filters: 8, kernel_size: 3, padding: same}
-    - {block: residual, name: res, filters: 8, repeat: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 10}
-""")
+    model = build(tmp_path, RESIDUAL)
     add = model.get_layer("res_2_sum")
     assert [t.name for t in _inbound(add)] == ["res_2_b", "res_1_sum"]
     assert tuple(add.output.shape) == (None, 28, 28, 8)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import RESIDUAL
 from runner.errors import XrunError
 from runner.graph import build_graph, snake
 from runner.spec import load_spec
@@ -62,20 +63,6 @@ def test_unnamed_block_uses_get_their_own_names(tmp_path):
                                                       "conv_bn_1_conv_8", "conv_bn_1_batch_normalization"]
 
 
-RESIDUAL = """\
-  blocks:
-    residual:
-      params: {filters: null}
-      layers:
-        - {type: Conv2D, name: a, filters: "${filters}", kernel_size: 3, padding: same, activation: relu}
-        - {type: Conv2D, name: b, filters: "${filters}", kernel_size: 3, padding: same}
-        - {type: Add, name: sum, inputs: [b, input]}
-  layers:
-    - {type: Conv2D, name: stem, filters: 8, kernel_size: 3, padding: same}
-    - {block: residual, name: res, filters: 8, repeat: 2}
-    - {type: Flatten}
-    - {type: Dense, units: 10}
-"""
 
 
 def test_input_inside_a_block_means_the_block_input(tmp_path):
