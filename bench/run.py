@@ -665,9 +665,7 @@ def wall_time(command: list[str]) -> float:
 def measure_startup(sizes: dict) -> list[Measurement]:
     files = sorted(str(Path(p).relative_to(ROOT)) for p in glob.glob(str(ROOT / "experiments" / "*.yaml")))
     commands = {"validate": xrun_command() + ["validate", *files], "help": xrun_command() + ["--help"],
-                "import_tensorflow": [sys.executable, "-c", "import tensorflow"],
-                # What-if: the same validate with the fix proposed in bench/README.md, monkeypatched in.
-                "validate_patched": [sys.executable, str(Path(__file__).resolve()), PATCHED_VALIDATE, *files]}
+                "import_tensorflow": [sys.executable, "-c", "import tensorflow"]}
     if sizes["startup_warmup"]:
         for command in commands.values():  # warm the page cache for every side alike
             wall_time(command)
@@ -679,8 +677,7 @@ def measure_startup(sizes: dict) -> list[Measurement]:
     rows = []
     for name, label, target in (
             ("validate", f"`xrun validate experiments/*.yaml` ({len(files)} files)", "< 0.1"),
-            ("help", "`xrun --help`", "< 0.1"),
-            ("validate_patched", "what-if: validate with the schema fix (monkeypatched)", "info")):
+            ("help", "`xrun --help`", "< 0.1")):
         ratio = median(times[name]) / tf_s
         rows.append(Measurement(f"startup_{name}", f"{label} vs `python -c 'import tensorflow'`", "s",
                                 median(times[name]), tf_s, ratio, "xrun/import", target,
@@ -688,57 +685,6 @@ def measure_startup(sizes: dict) -> list[Measurement]:
                                 spread=f"xrun {spread(times[name], '{:.2f}')}, tf {spread(tf_times, '{:.2f}')}",
                                 samples={"xrun": times[name], "import_tensorflow": tf_times}))
     return rows
-
-
-# --- what-if: a faster `xrun validate`, tried without editing runner/ ------------------------------------------
-
-PATCHED_VALIDATE = "--validate-patched"
-
-
-def apply_validate_fix() -> None:
-    """The change proposed for runner/spec.py and runner/schema.py, applied by monkeypatching.
-
-    1. spec._item_checker: top-level layers were already checked, as part of the document, by schema.check(document);
-       only layers expanded from a block (`via` set, parameters substituted) need the per-item check.
-    2. schema._validator: `$defs/layer` picks a layer's schema through ~30 `if type == X then $ref` branches, and
-       jsonschema evaluates every branch for every layer; a custom keyword jumps straight to `$defs/layers/<type>`.
-       The error messages are unchanged (the same sub-schema reports the same errors).
-    """
-    import copy
-    import functools
-
-    import jsonschema
-
-    from runner import schema, spec
-
-    checker = spec._item_checker
-
-    def item_checker(locate):
-        check = checker(locate)
-        return lambda item, origin, via: check(item, origin, via) if via else None
-
-    def dispatch(validator, refs, instance, _schema):
-        if isinstance(instance, dict) and instance.get("type") in refs:
-            yield from validator.descend(instance, {"$ref": refs[instance["type"]]})
-
-    Dispatching = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"x-dispatch": dispatch})
-
-    @functools.lru_cache(maxsize=8)
-    def validator(pointer: str):
-        root = copy.deepcopy(schema.schema())
-        layer = root["$defs"]["layer"]
-        layer["x-dispatch"] = {b["if"]["properties"]["type"]["const"]: b["then"]["$ref"] for b in layer.pop("allOf")}
-        return Dispatching({"$ref": pointer, "$defs": root["$defs"]} if pointer != "#" else root)
-
-    spec._item_checker = item_checker
-    schema._validator = validator
-
-
-def validate_patched(files: list[str]) -> int:
-    apply_validate_fix()
-    from runner.cli import main as xrun_main
-
-    return xrun_main(["validate", *files])
 
 
 # --- report ----------------------------------------------------------------------------------------------------
@@ -799,8 +745,6 @@ def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tu
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == [PATCHED_VALIDATE]:  # the what-if subprocess of the startup item
-        return validate_patched(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (CI smoke run)")
     parser.add_argument("--only", choices=ITEMS, action="append", help="run only this item (repeatable)")

@@ -1,4 +1,4 @@
-"""ImageDataGenerator-style augmentation in TensorFlow: seeded, batched, one resampling per image, optional noise."""
+"""ImageDataGenerator-style augmentation in TensorFlow: seeded, batched, one resampling per image, noise, erasing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Callable
 import tensorflow as tf
 
 from runner.errors import XrunError
+from runner.schema import schema
 
 # ---------------------------------------------------------------------------------------------------------------
 # Conventions (checked against keras.src.legacy.preprocessing.image.apply_affine_transform of Keras 3.15, the
@@ -39,10 +40,10 @@ from runner.errors import XrunError
 _FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
 _KNOWN_KEYS = {
     "rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
-    "fill_mode", "cval", "horizontal_flip", "vertical_flip", "gaussian_noise",
+    "fill_mode", "cval", "horizontal_flip", "vertical_flip", "gaussian_noise", "random_erasing",
 }
 # Fixed sub-seed slots, so enabling one transform never changes the draws of another.
-_SLOTS = ("rotation", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y", "flip_h", "flip_v", "noise")
+_SLOTS = ("rotation", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y", "flip_h", "flip_v", "noise", "erase")
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 
 
@@ -189,6 +190,44 @@ def transform_images(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str = 
     )
 
 
+def erasing_settings(value: dict | None) -> dict | None:
+    """`augmentation.random_erasing` with the schema's defaults for what it leaves out; None when it never erases."""
+    if value is None:
+        return None
+    options = schema()["properties"]["augmentation"]["properties"]["random_erasing"]["properties"]
+    settings = {key: value.get(key, option["default"]) for key, option in options.items()}
+    return settings if settings["probability"] > 0 else None
+
+
+def erase_rectangles(x: tf.Tensor, seed: tf.Tensor, *, probability: float, area, aspect_ratio,
+                     value: float) -> tf.Tensor:
+    """Random erasing on a float batch [B, H, W, C]: per image, with `probability`, one rectangle set to `value`.
+
+    The rectangle's area is a uniform fraction of the image in `area` and its height/width ratio log-uniform in
+    `aspect_ratio`; a rectangle larger than the image is clipped to it (Zhong et al. redraw instead, which needs a
+    data-dependent loop).
+    """
+    shape = tf.shape(x)
+    b, h, w = shape[0], shape[1], shape[2]
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, num=5)
+    pixels = _uniform(seeds[0], b, area[0], area[1]) * hf * wf
+    ratio = tf.exp(_uniform(seeds[1], b, math.log(aspect_ratio[0]), math.log(aspect_ratio[1])))
+    height = tf.clip_by_value(tf.round(tf.sqrt(pixels * ratio)), 1.0, hf)
+    width = tf.clip_by_value(tf.round(tf.sqrt(pixels / ratio)), 1.0, wf)
+    top = tf.floor(_uniform(seeds[2], b, 0.0, 1.0) * (hf - height + 1.0))
+    left = tf.floor(_uniform(seeds[3], b, 0.0, 1.0) * (wf - width + 1.0))
+    chosen = _uniform(seeds[4], b, 0.0, 1.0) < probability
+
+    def inside(start, length, size):  # [B, size]: which rows (or columns) the rectangle covers
+        index = tf.range(size, dtype=tf.float32)[tf.newaxis]
+        return (index >= start[:, tf.newaxis]) & (index < (start + length)[:, tf.newaxis])
+
+    mask = inside(top, height, h)[:, :, tf.newaxis] & inside(left, width, w)[:, tf.newaxis, :]
+    mask = mask & chosen[:, tf.newaxis, tf.newaxis]
+    return tf.where(mask[..., tf.newaxis], tf.constant(value, x.dtype), x)
+
+
 def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
     """An `augment(images, seed)` function for the `augmentation:` section, or None when it does nothing.
 
@@ -201,7 +240,8 @@ def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.T
     _check(params)
     noise = _number(params, "gaussian_noise")
     geometric = not _is_noop(params)
-    if not geometric and noise == 0:
+    erasing = erasing_settings(params.get("random_erasing"))
+    if not geometric and noise == 0 and erasing is None:
         return None
     fill_mode = params.get("fill_mode", "nearest")
     cval = params.get("cval", 0.0)
@@ -223,6 +263,9 @@ def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.T
         if noise:
             noise_seed = tf.random.experimental.stateless_split(seed, num=len(_SLOTS))[_SLOT["noise"]]
             x = x + tf.random.stateless_normal(shape, seed=noise_seed, stddev=noise, dtype=tf.float32)
+        if erasing is not None:
+            erase_seed = tf.random.experimental.stateless_split(seed, num=len(_SLOTS))[_SLOT["erase"]]
+            x = erase_rectangles(x, erase_seed, **erasing)
         if single:
             x = x[0]
         return tf.cast(x, dtype)

@@ -7,7 +7,8 @@ import scipy.ndimage as ndi
 tf = pytest.importorskip("tensorflow")
 
 from conftest import SHARED_DATASETS  # noqa: E402
-from runner.augment import affine_matrices, make_augmenter, sample_params, transform_images  # noqa: E402
+from runner.augment import (affine_matrices, erasing_settings, make_augmenter, sample_params,  # noqa: E402
+                            transform_images)
 from runner.errors import XrunError  # noqa: E402
 
 try:
@@ -252,3 +253,35 @@ def test_tf_function_and_tf_data_parallel_map_equal_eager(digits):
     traced = tf.function(augment)
     np.testing.assert_allclose(traced(tf.constant(x[:128]), tf.stack([base, tf.constant(0, tf.int64)])).numpy(),
                                eager[:128], atol=1e-5)
+
+
+# --- random erasing -------------------------------------------------------------------------------------------
+
+
+def test_erasing_defaults_come_from_the_schema():
+    assert erasing_settings({}) == {"probability": 0.5, "area": [0.02, 0.4], "aspect_ratio": [0.3, 3.3], "value": 0}
+    assert erasing_settings({"probability": 0}) is None
+    assert erasing_settings(None) is None
+    assert make_augmenter({"random_erasing": {"probability": 0}}) is None
+
+
+def test_erasing_sets_one_rectangle_in_about_the_given_share_of_images():
+    x = tf.ones([4000, 28, 28, 1])
+    erased = make_augmenter({"random_erasing": {"probability": 0.3, "area": [0.1, 0.2], "value": -1}})(
+        x, tf.constant([5, 6])).numpy() == -1
+    areas = erased.reshape(len(x), -1).mean(axis=1)
+    assert abs((areas > 0).mean() - 0.3) < 0.03
+    # Whole-pixel sides and clipping move the area a little off [0.1, 0.2] of 784 pixels.
+    assert 0.08 < areas[areas > 0].min() and areas.max() < 0.23 and abs(areas[areas > 0].mean() - 0.15) < 0.01
+    for image in erased[:50, ..., 0]:
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        assert image.sum() == len(rows) * len(cols)  # a filled rectangle, nothing else
+
+
+def test_erasing_comes_last_and_leaves_the_other_draws_alone(digits):
+    seed, x = tf.constant([7, 8]), tf.constant(digits[:64])
+    plain = make_augmenter(SEED_002)(x, seed).numpy()
+    erased = make_augmenter({**SEED_002, "random_erasing": {"probability": 1, "value": 9}})(x, seed).numpy()
+    hit = erased == 9
+    assert hit.reshape(64, -1).any(axis=1).all()
+    np.testing.assert_array_equal(erased[~hit], plain[~hit])

@@ -118,6 +118,9 @@ CASES = {
         layers("{type: Lambda}", "{type: Dense, units: 10}"),
         "5:14: model.layers[0].type: the layer type 'Lambda' is not allowed; "
         "it runs Python code, and an experiment file holds data only"),
+    "erasing with an unknown option": (
+        layers("{type: Dense, units: 10}") + "augmentation:\n  random_erasing: {probabilty: 0.5}\n",
+        "7:20: augmentation.random_erasing.probabilty: unknown key 'probabilty'; did you mean 'probability'?"),
     "null where a value belongs": (
         layers("{type: Dense, units: null}"),
         "5:28: model.layers[0].units: expected an integer, got null"),
@@ -190,3 +193,10 @@ def test_a_warm_up_without_its_target_is_caught_by_validate(tmp_path):
         load_spec(path)
     assert error.value.line() == (f"{path}:5:18: optimizer.learning_rate: 'warmup_epochs' needs 'warmup_target'; "
                                   "add 'warmup_target:' here")
+
+
+def test_type_dispatch_replaces_the_if_then_branches_with_one_table():
+    dispatching = schema._dispatching(schema.schema())["$defs"]
+    assert "allOf" not in dispatching["layer"] and "allOf" in schema.schema()["$defs"]["layer"]
+    assert sorted(dispatching["layer"]["x-dispatch"]) == sorted(schema.layer_types())
+    assert dispatching["optimizer"]["x-dispatch"]["Yogi"] == "#/$defs/optimizers/Yogi"
