@@ -1,9 +1,10 @@
 """Train seed experiments on the full data with the seed's budget and print the results beside the seed's.
 
     python bench/reproduce.py --models model1,model2,model3,model5 [--tracking-uri URI] [--set KEY=VALUE ...]
+                              [--out FILE]
 
 The seed's reported numbers come from each experiment's `tracking.tags` (seed_test_accuracy, seed_test_loss),
-so the YAML is the one place they are written. Results are appended to bench/reproduce.json.
+so the YAML is the one place they are written. Results are appended to bench/reproduce.json (or --out FILE).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(ROOT / "experiments" / f"{name}.yaml", args.set)
         result = run_experiment(spec, tracking_uri=args.tracking_uri, quiet=not sys.stderr.isatty())
         rows.append(_row(spec, result))
-        _save(rows[-1])
+        _save(rows[-1], args.out)
         print(_markdown(rows), flush=True)
     return 0
 
@@ -45,6 +46,7 @@ def _arguments(argv):
     parser.add_argument("--models", default="model1,model2,model3,model5")
     parser.add_argument("--tracking-uri")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON list to append to (default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -67,9 +69,9 @@ def _machine() -> str:
     return f"{device}, TensorFlow {tf.__version__}"
 
 
-def _save(row: dict) -> None:
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    RESULTS.write_text(json.dumps(previous + [row], indent=2) + "\n")
+def _save(row: dict, out: Path) -> None:
+    previous = json.loads(out.read_text()) if out.exists() else []
+    out.write_text(json.dumps(previous + [row], indent=2) + "\n")
 
 
 def _points(a, b) -> str:
