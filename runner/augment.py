@@ -38,10 +38,8 @@ from runner.schema import schema
 # ---------------------------------------------------------------------------------------------------------------
 
 _FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
-_KNOWN_KEYS = {
-    "rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
-    "fill_mode", "cval", "horizontal_flip", "vertical_flip", "gaussian_noise", "random_erasing",
-}
+# What the section may hold is the schema's to say; make_augmenter checks again for callers that skip validation.
+_KNOWN_KEYS = frozenset(schema()["properties"]["augmentation"]["properties"])
 # Fixed sub-seed slots, so enabling one transform never changes the draws of another.
 _SLOTS = ("rotation", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y", "flip_h", "flip_v", "noise", "erase")
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
