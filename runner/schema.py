@@ -38,7 +38,8 @@ def _validator(pointer: str) -> jsonschema.Draft202012Validator:
 
 
 def _dispatch(validator, table: dict, instance, _schema):
-    if isinstance(instance, dict) and instance.get("type") in table:
+    # A type that is no string (a fuzzed list, say) dispatches nowhere; `properties.type` reports it.
+    if isinstance(instance, dict) and isinstance(instance.get("type"), str) and instance["type"] in table:
         yield from validator.descend(instance, {"$ref": table[instance["type"]]})
 
 

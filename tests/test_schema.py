@@ -200,3 +200,9 @@ def test_type_dispatch_replaces_the_if_then_branches_with_one_table():
     assert "allOf" not in dispatching["layer"] and "allOf" in schema.schema()["$defs"]["layer"]
     assert sorted(dispatching["layer"]["x-dispatch"]) == sorted(schema.layer_types())
     assert dispatching["optimizer"]["x-dispatch"]["Yogi"] == "#/$defs/optimizers/Yogi"
+
+
+def test_a_type_that_is_not_a_name_is_reported_not_dispatched(tmp_path):
+    path, message = error_of(tmp_path, layers("{type: [Dense], units: 10}"))
+    assert message.startswith(f"{path}:5:14: model.layers[0].type: unknown layer type [\"Dense\"]; "
+                              "expected one of: 'Conv2D', ")
