@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner.runtime import import_tensorflow  # noqa: E402
-from runner.spec import load_spec  # noqa: E402
+from runner.language.spec import load_spec  # noqa: E402
+from runner.training.settings import import_tensorflow  # noqa: E402
 
 RESULTS = ROOT / "bench" / "reproduce.json"
 
@@ -29,7 +29,7 @@ RESULTS = ROOT / "bench" / "reproduce.json"
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     import_tensorflow()
-    from runner.train import run_experiment
+    from runner.run import run_experiment
 
     rows = []
     for name in args.models.split(","):

@@ -252,7 +252,7 @@ def turn_clock(turns: TakeTurns, side: str):
 def side_main(turns: TakeTurns, side: str, kind: str, kwargs: dict, results) -> None:
     """A side's process: train with a turn clock, send back ("ok", numbers) or ("error", traceback)."""
     try:
-        from runner.runtime import import_tensorflow
+        from runner.training.settings import import_tensorflow
 
         import_tensorflow()  # quietly, as xrun does
         clock = turn_clock(turns, side)
@@ -314,7 +314,7 @@ def instrumented_xrun(clock, log: str = "all"):
     log: "all" logs every epoch as xrun does; "alternate" logs epochs 1, 3, 5, ... (0-based 0, 2, 4) and skips the
     others, for the on/off comparison. Yields the list of (epoch, seconds in TrackEpochs.on_epoch_end, logged).
     """
-    from runner import callbacks
+    from runner.training import callbacks
 
     log_seconds: list[tuple[int, float, bool]] = []
 
@@ -363,7 +363,7 @@ def without_op_determinism(enabled: bool):
         return
     import dataclasses
 
-    from runner import train
+    from runner import run as train
 
     original = train.settings_for
     with patched(train, "settings_for", lambda training: dataclasses.replace(original(training),
@@ -378,8 +378,9 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
     """Train experiments/<model>.yaml through run_experiment into a throw-away SQLite store; per-epoch numbers."""
     from rich.console import Console
 
-    from runner import tracking, train
-    from runner.spec import load_spec
+    from runner import run as train
+    from runner.language.spec import load_spec
+    from runner.records import store
 
     spec = load_spec(ROOT / "experiments" / f"{model}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}",
@@ -387,7 +388,7 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
     with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         # Pre-create the experiment with its artifacts in tmp; MLflow's default would be ./mlruns of the cwd.
-        tracking.client(uri).create_experiment(spec.document["tracking"]["experiment"],
+        store.client(uri).create_experiment(spec.document["tracking"]["experiment"],
                                                artifact_location=Path(tmp, "artifacts").as_uri())
         with instrumented_xrun(clock, log) as log_seconds, without_op_determinism(nondeterministic):
             result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
@@ -403,8 +404,8 @@ def seed_model(model: str):
     """
     import keras
 
-    from runner.compiler import build_model
-    from runner.spec import load_spec
+    from runner.language.spec import load_spec
+    from runner.model.compiler import build_model
 
     xrun_model = build_model(load_spec(ROOT / "experiments" / f"{model}.yaml"))
     if model != "model1":
@@ -436,7 +437,7 @@ def keras_training(clock, model: str, examples: int, epochs: int, data: str | No
     """The seed notebook's loop: float arrays, one-hot labels, model.fit with the test set as validation."""
     import keras
 
-    from runner.data import load_dataset
+    from runner.training.data import load_dataset
 
     mnist = load_dataset("mnist", data)
     x_train = mnist.x_train[:examples].astype("float32")[..., None] / 255.0
@@ -522,7 +523,7 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
 # --- 2. augmentation pipeline ----------------------------------------------------------------------------------
 
 def xrun_augment_rate(x, y, batches: int) -> float:
-    from runner import pipeline
+    from runner.training import pipeline
 
     ds = pipeline.train_dataset(x, y, batch_size=BATCH, shuffle=True, seed=0, augmentation=AUGMENTATION,
                                 one_hot_classes=10)
@@ -568,7 +569,7 @@ def idg_rate(x_float, y_onehot, batches: int) -> float:
 def measure_augment(sizes: dict, data: str | None) -> list[Measurement]:
     import keras
 
-    from runner.data import load_dataset
+    from runner.training.data import load_dataset
 
     mnist = load_dataset("mnist", data)
     n, batches = sizes["augment_examples"], sizes["augment_batches"]
@@ -594,14 +595,14 @@ def measure_augment(sizes: dict, data: str | None) -> list[Measurement]:
 
 def log_metrics_ms(calls: int) -> list[float]:
     """One epoch's worth of metrics, logged to a fresh SQLite store, call by call."""
-    from runner import tracking
+    from runner.records import store
 
     epoch_logs = {"loss": 0.1, "accuracy": 0.97, "val_loss": 0.05, "val_accuracy": 0.98, "learning_rate": 1.0,
                   "epoch_seconds": 10.0, "images_per_second": 2000.0}
     with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        tracking.client(uri).create_experiment("bench", artifact_location=Path(tmp, "artifacts").as_uri())
-        run = tracking.Run(uri, "bench", "log-metrics")
+        store.client(uri).create_experiment("bench", artifact_location=Path(tmp, "artifacts").as_uri())
+        run = store.Run(uri, "bench", "log-metrics")
         out = []
         for step in range(calls):
             started = time.perf_counter()
@@ -723,7 +724,7 @@ def table(rows: list[Measurement]) -> str:
 def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tuple[list[Measurement], dict]:
     """Each item on its own: one that crashes is reported and the others still run."""
     if "augment" in names:  # the only item that runs TensorFlow in this process (training runs in side processes)
-        from runner.runtime import import_tensorflow
+        from runner.training.settings import import_tensorflow
 
         import_tensorflow()  # quietly, as xrun does
     measure = {"overhead": lambda: measure_overhead(model, sizes, data),

@@ -1,3 +1,38 @@
-"""xrun: declarative deep-learning experiments, from one YAML file to a trained model and an MLflow run."""
+"""xrun: declarative deep-learning experiments, from one YAML file to a trained model and an MLflow run.
 
-__version__ = "0.1.0"
+The public Python API, imported lazily so that `import runner` costs nothing (TensorFlow loads only when a model is
+built or trained):
+
+    from runner import load_spec, build_model, run_experiment, XrunError
+    spec = load_spec("experiments/model1.yaml", ["training.epochs=1"])
+    model = build_model(spec)
+    result = run_experiment(spec)
+"""
+
+from importlib import metadata as _metadata
+
+from runner.errors import XrunError
+
+try:
+    __version__ = _metadata.version("xrun")
+except _metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0+unknown"
+
+# name -> module that defines it; one place that says what the public API is.
+_PUBLIC = {
+    "load_spec": "runner.language.spec",
+    "Spec": "runner.language.spec",
+    "build_model": "runner.model.compiler",
+    "run_experiment": "runner.run",
+    "Result": "runner.run",
+}
+
+__all__ = ["XrunError", "__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

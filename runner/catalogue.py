@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import XrunError
-from .spec import load_spec
+from runner.errors import XrunError
+from runner.language.spec import load_spec
 
 COLUMNS = ["file", "name", "dataset", "params", "runs", "best_test_acc", "description"]
 
@@ -51,7 +51,7 @@ def _reason(exc: XrunError, path: Path) -> str:
 
 
 def _param_count(spec) -> int:
-    from .compiler import build_model
+    from runner.model.compiler import build_model
 
     return build_model(spec).count_params()
 
@@ -61,10 +61,10 @@ def _best_results(tracking_uri: str | None) -> dict[tuple[str, str], tuple[int, 
 
     A sweep's variants are named `NAME [what varied]`, so only plain runs of the experiment count.
     """
-    from . import tracking
+    from runner.records import query
 
     out: dict[tuple[str, str], tuple[int, float | None]] = {}
-    for run in tracking.find_runs(tracking_uri, where="attributes.status = 'FINISHED'"):
+    for run in query.find_runs(tracking_uri, where="attributes.status = 'FINISHED'"):
         count, best = out.get((run.experiment, run.name), (0, None))
         accuracy = run.metrics.get("test_accuracy")
         if accuracy is not None and accuracy != accuracy:  # NaN: no result to rank

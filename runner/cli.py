@@ -10,10 +10,23 @@ import sys
 
 import click
 
-from .errors import XrunError
-from .runtime import import_tensorflow
+from runner.errors import XrunError
+from runner.training.settings import import_tensorflow
 
-SET_HELP = "Override a YAML value, e.g. --set training.epochs=3 (repeatable; typed by the schema)."
+# Options shared by several commands: one definition, one help text each.
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a YAML value, e.g. --set training.epochs=3 (repeatable; typed by the schema).")
+tracking_uri_option = click.option("--tracking-uri", metavar="URI",
+                                   help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else sqlite under "
+                                        "./mlruns).")
+data_dir_option = click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR",
+                               help="Folder with the dataset files (also $XRUN_DATA_DIR).")
+TABLE_FORMATS = click.Choice(["table", "csv", "json", "markdown"])
+
+
+def format_option(choices: click.Choice = TABLE_FORMATS, what: str = "the output"):
+    return click.option("--format", "fmt", type=choices, default=choices.choices[0], show_default=True,
+                        help=f"Format of {what}.")
 
 
 class _Xrun(click.Group):
@@ -39,13 +52,13 @@ def cli():
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@set_option
 def validate(files, overrides):
     """Check experiment FILES: YAML syntax, the schema, names, blocks and layer references.
 
     Shapes, model size and KerasLayer arguments need Keras: `summary` and `run` check those.
     """
-    from .spec import load_spec
+    from runner.language.spec import load_spec
 
     failed = 0
     for file in files:
@@ -62,31 +75,29 @@ def validate(files, overrides):
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@set_option
+@format_option(click.Choice(["table", "json"]), "the model description")
 def summary(file, overrides, fmt):
     """Build the model of FILE and show each layer's name, type, inputs, output shape and parameters."""
-    from .spec import load_spec
+    from runner.language.spec import load_spec
 
     spec = load_spec(file, overrides)
     import_tensorflow()
-    from . import report
-    from .compiler import build_model
+    from runner.model import summary as model_summary
+    from runner.model.compiler import build_model
 
-    info = report.model_info(build_model(spec), spec.graph)
+    info = model_summary.model_info(build_model(spec), spec.graph)
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
-        report.print_model_table(info, title=f"{spec.name}  ({file})")
+        model_summary.print_model_table(info, title=f"{spec.name}  ({file})")
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--tracking-uri", metavar="URI", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, "
-              "else sqlite under ./mlruns).")
-@click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Folder with the dataset files "
-              "(also $XRUN_DATA_DIR).")
+@set_option
+@tracking_uri_option
+@data_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress display; just the final summary.")
 @click.option("--workers", metavar="HOST:PORT,...", help="Train on several machines: every worker's address, "
               "the same list on each (or set TF_CONFIG).")
@@ -104,13 +115,13 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
     job with tf.distribute's MultiWorkerMirroredStrategy, and only worker 0 records the MLflow run.
     """
-    from .spec import load_spec
+    from runner.language.spec import load_spec
 
     spec = load_spec(file, overrides)
     _join_cluster(workers, worker_index)
     import_tensorflow()
-    from . import tracking
-    from .train import run_experiment
+    from runner.records import store
+    from runner.run import run_experiment
 
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
                             resume=resume,
@@ -119,14 +130,14 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     if not result.run_id:  # a non-chief worker: the chief records the run
         click.echo(f"{spec.name}: worker done, test accuracy {result.test_accuracy:.4f}; worker 0 records the run")
         return
-    click.echo(_run_summary(spec.name, result, tracking.ui_command(result.tracking_uri)))
+    click.echo(_run_summary(spec.name, result, store.ui_command(result.tracking_uri)))
 
 
 def _join_cluster(workers: str | None, index: int | None) -> None:
     """--workers/--worker-index become TF_CONFIG, which TensorFlow reads when the strategy starts."""
     import os
 
-    from .distribute import cluster_config
+    from runner.training.distribute import cluster_config
 
     if workers is None and index is None:
         return
@@ -144,9 +155,6 @@ def _run_summary(name: str, result, ui: str) -> str:
             f"MLflow run {result.run_id}  (see it: {ui})")
 
 
-FORMATS = click.Choice(["table", "csv", "json", "markdown"])
-
-
 @cli.command()
 @click.argument("run_ids", nargs=-1)
 @click.option("--experiment", "-e", "experiments", multiple=True, help="MLflow experiment name (repeatable).")
@@ -155,10 +163,10 @@ FORMATS = click.Choice(["table", "csv", "json", "markdown"])
 @click.option("--sort", "sort_by", metavar="COLUMN", help="Sort by a column (e.g. test_acc, or a param shown).")
 @click.option("--desc", is_flag=True, help="Sort descending.")
 @click.option("--all-params", is_flag=True, help="Show every param, not only those that differ.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_option(what="the table")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write the runs' learning curves, overlaid, to a PNG.")
 @click.option("--config", "config_diff", is_flag=True, help="With two RUN_IDS: diff their resolved YAML.")
-@click.option("--tracking-uri", metavar="URI")
+@tracking_uri_option
 def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt, plot, config_diff, tracking_uri):
     """Compare runs side by side: RUN_IDS (8-character prefixes do; a sweep's parent means its variants), or the
     runs of --experiment, newest first.
@@ -166,7 +174,7 @@ def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt,
     Shows each run's name and id, the params that differ between the runs, parameter count, epochs, losses and
     accuracies (train, val, best val, test), time and status.
     """
-    from . import compare as cmp
+    from runner.records import tables as cmp
 
     if config_diff:
         click.echo(_config_diff(run_ids, tracking_uri), nl=False)
@@ -178,7 +186,7 @@ def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt,
 
 
 def _config_diff(run_ids, tracking_uri) -> str:
-    from . import compare as cmp
+    from runner.records import tables as cmp
 
     return cmp.config_diff(list(run_ids), tracking_uri)
 
@@ -193,8 +201,8 @@ def _print_table(table, fmt, cmp, title: str = "") -> None:
 
 
 def _plot_runs(runs, path, tracking_uri) -> None:
-    from . import compare as cmp
-    from . import plots
+    from runner.records import plots
+    from runner.records import tables as cmp
 
     figure = plots.overlay_curves(cmp.curves(runs, tracking_uri), title=f"{len(runs)} runs")
     click.echo(f"wrote {plots.save_png(figure, path)}", err=True)
@@ -202,15 +210,15 @@ def _plot_runs(runs, path, tracking_uri) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=True))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@set_option
 @click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="Sweep KEY over these values (repeatable; "
               "replaces that key's grid in the YAML).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Variants to train at once, each in its own process.")
 @click.option("--dry-run", is_flag=True, help="Check and list the variants; train nothing (and load no TensorFlow).")
-@click.option("--tracking-uri", metavar="URI")
-@click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="Of the final table.")
+@tracking_uri_option
+@data_dir_option
+@format_option(what="the final table")
 @click.option("--reclaim", is_flag=True, help="Also retry variants left RUNNING by a machine that stopped.")
 def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, reclaim):
     """Train every variant of FILE (its `sweep:` section and --grid) as child runs of one parent MLflow run.
@@ -222,7 +230,7 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, rec
     """
     from pathlib import Path
 
-    from . import sweep as sw
+    from runner import sweep as sw
 
     if dry_run:
         planned = sw.plan(Path(file), list(overrides), list(grid))
@@ -232,16 +240,16 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, rec
         return
     if jobs == 1:  # with --jobs N each variant trains in a process of its own, which loads TensorFlow itself
         import_tensorflow()
-    from . import tracking
+    from runner.records import store
 
-    uri = tracking.tracking_uri(tracking_uri)
+    uri = store.tracking_uri(tracking_uri)
     report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
                           progress=lambda line: click.echo(line, err=True), reclaim=reclaim)
-    _sweep_footer(report, tracking, fmt, uri)
+    _sweep_footer(report, store, fmt, uri)
 
 
-def _sweep_footer(report, tracking, fmt, uri) -> None:
-    from . import compare as cmp
+def _sweep_footer(report, store, fmt, uri) -> None:
+    from runner.records import tables as cmp
 
     for o in report.outcomes:
         if o.status == "FAILED":
@@ -255,7 +263,7 @@ def _sweep_footer(report, tracking, fmt, uri) -> None:
     finished = len(report.outcomes) - len(failed) - len(elsewhere)
     click.echo(f"sweep parent run {report.parent_id}: {finished} finished, {len(failed)} failed, "
                f"{len(report.skipped)} skipped (finished earlier), {len(elsewhere)} run by other processes  "
-               f"(compare: xrun compare {report.parent_id[:8]}; see it: {tracking.ui_command(uri)})", err=True)
+               f"(compare: xrun compare {report.parent_id[:8]}; see it: {store.ui_command(uri)})", err=True)
     if failed:
         raise SystemExit(1)
 
@@ -263,94 +271,27 @@ def _sweep_footer(report, tracking, fmt, uri) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--tracking-uri", metavar="URI")
+@tracking_uri_option
 def ui(host, port, tracking_uri):
     """Start the MLflow web UI on the project's tracking store (Ctrl-C stops it)."""
-    import os
+    from runner.records import store
+    from runner.records import ui as mlflow_ui
 
-    from . import tracking
-
-    uri = tracking.tracking_uri(tracking_uri)
-    _check_port_free(host, port)
-    command = [*_mlflow_command(), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
-               *_one_worker()]
-    # MLflow's GenAI job runner would add a pool of busy worker processes that a plain UI never uses, and that
-    # outlive the server when it is stopped.
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    uri = store.tracking_uri(tracking_uri)
+    mlflow_ui.check_port_free(host, port)
     click.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C stops it)", err=True)
-    raise SystemExit(_serve(command, env))
-
-
-def _serve(command: list[str], env: dict, grace_s: float = 20.0) -> int:
-    """Run the server until it stops; Ctrl-C and SIGTERM (kill, a test) are passed on to it, so stopping xrun
-    never leaves a server behind holding the port."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    # Its own process group: Ctrl-C reaches it once, through us, and a server that ignores it can be killed whole.
-    server = subprocess.Popen(command, env=env, start_new_session=True)
-    asked: list[float] = []
-
-    def forward(signum, frame):
-        asked.append(time.monotonic())
-        server.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                code = server.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                if asked and time.monotonic() - asked[0] > grace_s:
-                    os.killpg(server.pid, signal.SIGKILL)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    try:  # whatever the server started and left behind
-        os.killpg(server.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-    return 0 if asked or code == 0 else code
-
-
-def _mlflow_command() -> list[str]:
-    from pathlib import Path
-
-    script = Path(sys.executable).with_name("mlflow")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "mlflow"]
-
-
-def _one_worker() -> list[str]:
-    """One server process: a local UI has one user, and MLflow 3's default of four takes long to start."""
-    from importlib.metadata import version
-
-    return ["--workers", "1"] if int(version("mlflow").split(".")[0]) >= 3 else []
-
-
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no obstacle
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise XrunError(f"cannot serve on {host}:{port} ({exc.strerror})",
-                            hint=f"pick another port, e.g. --port {port + 1}") from None
+    raise SystemExit(mlflow_ui.serve(uri, host, port))
 
 
 @cli.command(name="list")
 @click.argument("folder", default="experiments", type=click.Path(file_okay=False))
-@click.option("--tracking-uri", metavar="URI")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@tracking_uri_option
+@format_option(what="the table")
 def list_experiments(folder, tracking_uri, fmt):
     """Every experiment in FOLDER: description, dataset, parameter count, and its finished runs and best test
     accuracy so far (runs named as the experiment, in its MLflow experiment; sweep variants are not counted)."""
-    from . import catalogue
-    from . import compare as cmp
+    from runner import catalogue
+    from runner.records import tables as cmp
 
     import_tensorflow()
     _print_table(catalogue.entries(folder, tracking_uri), fmt, cmp)
@@ -366,7 +307,7 @@ def data():
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Where to put it (default: Keras's cache).")
 def pull(dataset, data_dir):
     """Make sure a verified copy of DATASET (mnist, fashion_mnist) is on this machine."""
-    from .data import pull as pull_dataset
+    from runner.training.data import pull as pull_dataset
 
     click.echo(pull_dataset(dataset, data_dir))
 

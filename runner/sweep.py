@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import Location, XrunError
-from .source import parse
-from .spec import Spec, load_spec
+from runner.errors import Location, XrunError
+from runner.language.source import parse
+from runner.language.spec import Spec, load_spec
 
 # Nothing here imports TensorFlow or MLflow at module level: `xrun sweep --dry-run` needs neither.
 
@@ -188,7 +188,7 @@ def run_name(name: str, variant: Variant) -> str:
 
 
 def run_in_process(spec: Spec, variant: Variant, *, parent_id: str, uri: str, data_dir, console) -> Outcome:
-    from .train import run_experiment
+    from runner.run import run_experiment
 
     started = time.perf_counter()
     try:
@@ -246,14 +246,14 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: in
     """Run every variant not yet FINISHED under one parent run; a failing variant does not stop the others.
 
     Machines that share a tracking server can run the same sweep at once: each claims a variant before
-    training it (see tracking.claim), so none is run twice. `reclaim` retries variants whose claim was left
+    training it (see store.claim), so none is run twice. `reclaim` retries variants whose claim was left
     RUNNING by a machine that stopped.
     """
-    from . import tracking
+    from runner.records import store
 
     p = _prepare(path, overrides, cli_grid)
     all_variants = list(p.specs)
-    parent_id, done = _parent(tracking, p, uri)
+    parent_id, done = _parent(store, p, uri)
     todo = [v for v in all_variants if v.key not in done]
     say = progress or (lambda line: None)
     if done:
@@ -261,7 +261,7 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: in
             f"{len(todo)} to run")
 
     def one(i: int, v: Variant) -> Outcome:
-        claim_id = tracking.claim(uri, parent_id, v.key, reclaim=reclaim)
+        claim_id = store.claim(uri, parent_id, v.key, reclaim=reclaim)
         if claim_id is None:  # another machine sharing this tracking server has it
             say(f"[{i}/{len(todo)}] {v.key}: taken by another process")
             return Outcome(v, "SKIPPED", "claimed by another process")
@@ -274,7 +274,7 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: in
                 outcome = run_in_process(p.specs[v], v, parent_id=parent_id, uri=uri, data_dir=data_dir,
                                          console=console)
         finally:
-            tracking.release(uri, claim_id, outcome.status)
+            store.release(uri, claim_id, outcome.status)
         say(f"[{i}/{len(todo)}] {v.key}: {outcome.status} in {outcome.seconds:.1f}s")
         return outcome
 
@@ -288,37 +288,39 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, jobs: in
         status = "FAILED"
         raise
     finally:  # the parent never stays RUNNING
-        tracking.end_run(parent_id, status, uri)
+        store.end_run(parent_id, status, uri)
     return Report(parent_id, all_variants, [v for v in all_variants if v.key in done], outcomes)
 
 
-def _parent(tracking, p: _Plan, uri: str) -> tuple[str, set[str]]:
+def _parent(store, p: _Plan, uri: str) -> tuple[str, set[str]]:
     """The parent run of this sweep (reopened if an earlier attempt made it) and its FINISHED variants."""
+    from runner.records import query
+
     experiment = p.base.document["tracking"]["experiment"]
     try:
-        earlier = tracking.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
+        earlier = query.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
     except XrunError:  # the experiment does not exist yet
         earlier = []
     if not earlier:
-        _new_parent(tracking, p, uri, experiment)
+        _new_parent(store, p, uri, experiment)
         # Machines starting the same sweep together each made a parent: all adopt the oldest, the rest go.
-        earlier = tracking.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
+        earlier = query.find_runs(uri, experiments=[experiment], where=f"tags.`xrun.sweep_key` = '{p.key}'")
         oldest = min(earlier, key=lambda r: (r.start_ms, r.run_id))
         for other in earlier:
-            if other.run_id != oldest.run_id and other.status == "RUNNING" and not tracking.find_runs(
+            if other.run_id != oldest.run_id and other.status == "RUNNING" and not query.find_runs(
                     uri, parent_run_id=other.run_id):
-                tracking.delete_run(other.run_id, uri)
+                store.delete_run(other.run_id, uri)
         return oldest.run_id, set()
     parent_id = min(earlier, key=lambda r: (r.start_ms, r.run_id)).run_id
-    tracking.reopen(parent_id, uri)
+    store.reopen(parent_id, uri)
     # Children are looked for in every experiment: a sweep over tracking.experiment puts them elsewhere.
-    children = tracking.find_runs(uri, parent_run_id=parent_id)
+    children = query.find_runs(uri, parent_run_id=parent_id)
     return parent_id, {c.tags.get("xrun.variant") for c in children if c.status == "FINISHED"}
 
 
-def _new_parent(tracking, p: _Plan, uri: str, experiment: str) -> str:
+def _new_parent(store, p: _Plan, uri: str, experiment: str) -> str:
     base = p.base
-    run = tracking.Run(uri, experiment, f"{base.name} sweep", base.document.get("description", ""),
+    run = store.Run(uri, experiment, f"{base.name} sweep", base.document.get("description", ""),
                        tags={"xrun.sweep_key": p.key, "xrun.sweep": "parent", "xrun.variants": len(p.specs),
                              "experiment.file": str(base.path)})
     try:

@@ -74,8 +74,8 @@ def train(path: Path, overrides=(), *, uri: str | None = None, console=None, qui
     """Load and run an experiment (quietly, unless asked) into the store beside it; returns the Result."""
     from rich.console import Console
 
-    from runner.spec import load_spec
-    from runner.train import run_experiment
+    from runner.language.spec import load_spec
+    from runner.run import run_experiment
 
     spec = load_spec(path, list(overrides))
     return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=quiet,

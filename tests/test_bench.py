@@ -4,7 +4,6 @@ import importlib.util
 import json
 
 import pytest
-
 from helpers import REPO, client, store_uri
 
 pytest.importorskip("tensorflow")

@@ -5,9 +5,9 @@ import io
 import json
 
 import pytest
-
 from helpers import dense_yaml, store_uri, xrun
-from runner import tracking
+
+from runner.records import query
 
 DENSE = dense_yaml("alpha", "A tiny dense net. It is the one that runs.", experiment="list-test", seed=3)
 CONV = """\
@@ -48,7 +48,7 @@ def listed(tmp_path_factory):
         assert xrun("run", folder / "model2.yaml", "-q", "--set", "tracking.experiment=elsewhere")[0] == 0
         code, out, err = xrun("list", "exps", "--format", "json")
         yield {"uri": uri, "code": code, "rows": json.loads(out) if code == 0 else err,
-               "runs": tracking.find_runs(uri, experiments=["list-test"])}
+               "runs": query.find_runs(uri, experiments=["list-test"])}
 
 
 def test_every_file_in_natural_order(listed):

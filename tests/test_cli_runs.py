@@ -14,10 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from helpers import store_uri
-from runner import tracking
+
 from runner.cli import main
+from runner.records import store
 
 XRUN = Path(sys.executable).with_name("xrun")
 # No proxy for 127.0.0.1, whatever the environment says.
@@ -49,8 +49,8 @@ def wait_for(url: str, seconds: float, server: subprocess.Popen) -> tuple[int, b
 def test_ui_serves_the_sqlite_store_under_mlruns_and_stops_with_xrun(tmp_path):
     cwd = tmp_path.resolve()
     (cwd / "mlruns").mkdir()
-    store = store_uri(cwd / "mlruns")
-    tracking.client(store).create_experiment("ui-probe")  # something only this store holds
+    uri = store_uri(cwd / "mlruns")
+    store.client(uri).create_experiment("ui-probe")  # something only this store holds
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     port = free_port()
     server = subprocess.Popen([str(XRUN), "ui", "--port", str(port)], cwd=cwd, env=env,
@@ -67,7 +67,7 @@ def test_ui_serves_the_sqlite_store_under_mlruns_and_stops_with_xrun(tmp_path):
         code = server.wait(60)
     stderr = server.stderr.read()
     assert code == 0, stderr
-    assert stderr.splitlines()[0] == f"MLflow UI for {store} at http://127.0.0.1:{port}  (Ctrl-C stops it)"
+    assert stderr.splitlines()[0] == f"MLflow UI for {uri} at http://127.0.0.1:{port}  (Ctrl-C stops it)"
     # Stopping xrun stopped the server: nothing is left listening on the port.
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass

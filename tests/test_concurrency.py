@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-from mlflow.tracking import MlflowClient
 from helpers import tiny_yaml
+from mlflow.tracking import MlflowClient
 
 PROCESSES = 4
 

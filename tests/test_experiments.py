@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import cli, report
-from runner.runtime import import_tensorflow
-from runner.spec import load_spec
+from runner import cli
+from runner.language.spec import load_spec
+from runner.model import summary as report
+from runner.training.settings import import_tensorflow
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 FILES = sorted(EXPERIMENTS.glob("*.yaml"))
@@ -44,7 +45,7 @@ PARAMS = {
 def built(path: Path):
     """Spec and model of an experiment, built once per session (model10 alone has 38M parameters)."""
     import_tensorflow()
-    from runner.compiler import build_model
+    from runner.model.compiler import build_model
     spec = load_spec(path)
     return spec, build_model(spec)
 
@@ -65,7 +66,7 @@ def test_every_pinned_experiment_exists():
 
 def test_model10_summary_shows_the_branches_and_the_merge(monkeypatch, capsys):
     path = EXPERIMENTS / "model10.yaml"
-    from runner import compiler
+    from runner.model import compiler
     monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])  # the model built above
     assert cli.main(["summary", str(path), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -83,7 +84,7 @@ def test_model10_summary_shows_the_branches_and_the_merge(monkeypatch, capsys):
 
 def test_model10_table_lists_the_inputs(monkeypatch, capsys):
     path = EXPERIMENTS / "model10.yaml"
-    from runner import compiler
+    from runner.model import compiler
     monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])
     assert cli.main(["summary", str(path)]) == 0
     out = capsys.readouterr().out

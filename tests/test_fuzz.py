@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import compiler
 from runner.errors import XrunError
-from runner.spec import load_spec
+from runner.language.spec import load_spec
+from runner.model import compiler
 
 EXAMPLES = int(os.environ.get("XRUN_FUZZ_EXAMPLES", "40"))
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

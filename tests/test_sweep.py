@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import store_uri, xrun
-from runner import compare as cmp
+
 from runner import sweep as sw
-from runner import tracking
 from runner.errors import XrunError
-from runner.spec import load_spec
+from runner.language.spec import load_spec
+from runner.records import query
+from runner.records import tables as cmp
 
 # Unseeded on purpose: a sweep must give all its variants one seed. kernel_size 29 does not fit a 28x28 image,
 # so those variants fail when the model is built, after their runs have started.
@@ -58,7 +58,7 @@ def write(folder, name: str, text: str):
 
 def sweep_runs(uri: str) -> tuple[list, list]:
     """(parents, children) of the sweep experiment, newest first."""
-    runs = tracking.find_runs(uri, experiments=["sweep-test"])
+    runs = query.find_runs(uri, experiments=["sweep-test"])
     return [r for r in runs if cmp.is_sweep_parent(r)], [r for r in runs if not cmp.is_sweep_parent(r)]
 
 

@@ -1,0 +1,286 @@
+"""Turn the `model` section into a flat, checked graph of named layers: blocks expanded, references resolved."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from runner.errors import Location, XrunError, did_you_mean
+from runner.language.source import Path_, dotted
+
+INPUT = "input"  # the model's input; inside a block, the block's input
+MAX_BLOCK_DEPTH = 16
+MAX_LAYERS = 10_000  # nested blocks with `repeat` multiply: cap what a few lines can expand to
+_PARAM = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass
+class Node:
+    """One Keras layer to build: its class name, constructor arguments and the names it takes input from."""
+
+    name: str
+    type: str
+    args: dict
+    inputs: list[str]
+    origin: Path_                 # where the layer is written in the document
+    via: str = ""                 # "block 'x' at model.layers[2]" for layers that come from a block
+    scope: dict = field(default_factory=dict)  # the names its `inputs` may use, as written -> full name
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]             # in an order where every layer comes after its inputs
+    outputs: list[str]
+    aliases: dict = field(default_factory=dict)  # block instance name -> its last layer
+    entries: dict = field(default_factory=dict)  # a name a block use takes as input -> (path, via, scope)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+Locate = Callable[..., "Location | None"]
+CheckItem = Callable[[dict, Path_, str], None]  # (layer or block use, its path, "block 'x' at ..." or "")
+
+
+def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: CheckItem | None = None) -> Graph:
+    """Expand blocks and check every reference; `merge_types` are the layers that take several inputs.
+
+    `check_item` checks each layer and block use as it is expanded: a block's layers are only concrete (their
+    params filled in) here, so only here can they be checked, and they must be before they are used.
+    """
+    expander = _Expander(model.get("blocks") or {}, locate, check_item or (lambda item, path, via: None))
+    last = expander.items(model["layers"], ("model", "layers"), INPUT, prefix="", via="", depth=0)
+    outputs = _as_list(model.get("outputs")) or [last]
+    graph = Graph(expander.nodes, outputs, expander.aliases, expander.entries)
+    _Checker(graph, locate, merge_types).run()
+    return graph
+
+
+def _as_list(value) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def snake(type_name: str) -> str:
+    """Keras's default layer name for a class: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])", "_", type_name).lower()
+
+
+class _Expander:
+    """Walks layer lists, expanding block uses into prefixed copies of their layers."""
+
+    def __init__(self, blocks: dict, locate: Locate, check_item: CheckItem):
+        self.blocks = blocks
+        self.locate = locate
+        self.check_item = check_item
+        self.nodes: list[Node] = []
+        self.aliases: dict[str, str] = {}
+        self.entries: dict[str, tuple] = {}
+        self.taken: set[str] = set()
+        self.stack: list[str] = []
+        self.top: Path_ = ()  # the item of model.layers being expanded
+
+    def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int) -> str:
+        """Expand a list of layers/blocks; returns the name of the last layer."""
+        for i, item in enumerate(items):
+            self.check_item(item, path + (i,), via)
+        # Every name in the list is known up front, so `inputs` may also name a layer listed further down.
+        renames = {item["name"]: f"{prefix}{item['name']}" for item in items if item.get("name", INPUT) != INPUT}
+        renames[INPUT] = prev
+        for i, item in enumerate(items):
+            here = path + (i,)
+            self.top = here if depth == 0 else self.top
+            if "block" in item:
+                prev = self.block_use(item, here, prev, prefix, renames, via, depth)
+            else:
+                prev = self.layer(item, here, prev, prefix, renames, via)
+        return prev
+
+    def layer(self, item: dict, path: Path_, prev: str, prefix: str, renames: dict, via: str) -> str:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise XrunError(f"the model expands to more than {MAX_LAYERS:,} layers", where=self.locate(self.top),
+                            path=dotted(self.top), hint="check the repeat: of this block use and of the blocks it uses")
+        args = {k: v for k, v in item.items() if k not in ("type", "name", "inputs")}
+        name = self.name_for(item.get("name"), item["type"], prefix, renames, path)
+        inputs = [renames.get(r, r) for r in _as_list(item.get("inputs"))] or [prev]
+        self.nodes.append(Node(name, item["type"], args, inputs, path, via, renames))
+        return name
+
+    def name_for(self, given: str | None, type_name: str, prefix: str, renames: dict, path: Path_) -> str:
+        if given == INPUT:
+            raise XrunError(f"the name '{INPUT}' is taken: it means the model input (in a block, the block's input)",
+                            where=self.locate(path + ("name",)), path=dotted(path + ("name",)),
+                            hint="give this layer another name")
+        if given is not None:
+            full = f"{prefix}{given}"
+            if full in self.taken:
+                raise XrunError(f"the name '{given}' is used twice", where=self.locate(path + ("name",)),
+                                path=dotted(path + ("name",)), hint="give each layer a unique name")
+            renames[given] = full
+        else:
+            base, n = f"{prefix}{snake(type_name)}", 0
+            full = base
+            while full in self.taken:
+                n += 1
+                full = f"{base}_{n}"
+        self.taken.add(full)
+        return full
+
+    def block_use(self, item: dict, path: Path_, prev: str, prefix: str, renames: dict, via: str,
+                  depth: int) -> str:
+        block = self.find_block(item, path)
+        params = self.bind_params(block, item, path)
+        name = self.name_for(item.get("name"), item["block"], prefix, renames, path)
+        given_inputs = _as_list(item.get("inputs"))
+        if len(given_inputs) > 1:
+            raise XrunError(f"a block takes one input, got {len(given_inputs)}", where=self.locate(path + ("inputs",)),
+                            path=dotted(path + ("inputs",)) + (f" (in {via})" if via else ""),
+                            hint="merge them first with Concatenate or Add, and give the block that")
+        start = renames.get(given_inputs[0], given_inputs[0]) if given_inputs else prev
+        if given_inputs:  # the block's first layers take it: a wrong name is reported here, where it is written
+            self.entries.setdefault(start, (path + ("inputs",), via, renames))
+        here_via = via or f"block '{item['block']}' at {dotted(path)}"
+        if depth >= MAX_BLOCK_DEPTH or item["block"] in self.stack:
+            raise XrunError(f"block '{item['block']}' uses itself", where=self.locate(path + ("block",)),
+                            path=dotted(path + ("block",)), hint="a block may not contain itself")
+        self.stack.append(item["block"])
+        for r in range(item.get("repeat", 1)):
+            inner = _substitute(block["layers"], params, ("model", "blocks", item["block"], "layers"), self.locate)
+            rep_prefix = f"{name}_" if item.get("repeat", 1) == 1 else f"{name}_{r + 1}_"
+            start = self.items(inner, ("model", "blocks", item["block"], "layers"), start, rep_prefix,
+                               here_via, depth + 1)
+        self.stack.pop()
+        self.aliases[name] = start
+        renames[item.get("name", name)] = start
+        return start
+
+    def find_block(self, item: dict, path: Path_) -> dict:
+        if item["block"] not in self.blocks:
+            hint = did_you_mean(item["block"], self.blocks) or (
+                "define it under model.blocks" if not self.blocks else "defined blocks: " + ", ".join(self.blocks))
+            raise XrunError(f"unknown block '{item['block']}'", where=self.locate(path + ("block",)),
+                            path=dotted(path + ("block",)), hint=hint)
+        return self.blocks[item["block"]]
+
+    def bind_params(self, block: dict, item: dict, path: Path_) -> dict:
+        declared = block.get("params") or {}
+        given = {k: v for k, v in item.items() if k not in ("block", "name", "inputs", "repeat")}
+        for key in given:
+            if key not in declared:
+                hint = did_you_mean(key, declared) or ("its params: " + ", ".join(declared) if declared
+                                                       else "it takes no params")
+                raise XrunError(f"block '{item['block']}' has no param '{key}'", where=self.locate(path + (key,), key=True),
+                                path=dotted(path + (key,)), hint=hint)
+        params = {**declared, **given}
+        missing = [k for k, v in params.items() if v is None]
+        if missing:
+            raise XrunError(f"block '{item['block']}' needs param '{missing[0]}'", where=self.locate(path),
+                            path=dotted(path), hint=f"add '{missing[0]}: VALUE' to this block use")
+        return params
+
+
+def _substitute(value, params: dict, path: Path_, locate: Locate):
+    """A copy of `value` with "${p}" replaced by the param's value (whole strings keep the value's type)."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, params, path + (k,), locate) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, params, path + (i,), locate) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    for ref in _PARAM.findall(value):
+        if ref not in params:
+            hint = did_you_mean(ref, params) or ("declare it under params" if not params else
+                                                 "declared params: " + ", ".join(params))
+            raise XrunError(f"unknown block param '${{{ref}}}'", where=locate(path), path=dotted(path), hint=hint)
+    whole = _PARAM.fullmatch(value)
+    return params[whole.group(1)] if whole else _PARAM.sub(lambda m: str(params[m.group(1)]), value)
+
+
+class _Checker:
+    """Checks the expanded graph: references exist, no cycles, every layer's output is used, input counts."""
+
+    def __init__(self, graph: Graph, locate: Locate, merge_types: set[str]):
+        self.graph = graph
+        self.locate = locate
+        self.merge_types = merge_types
+        self.by_name = {n.name: n for n in graph.nodes}
+
+    def error(self, node: Node, key: str | None, message: str, hint: str | None) -> XrunError:
+        path = node.origin + ((key,) if key else ())
+        shown = dotted(path) + (f" (in {node.via})" if node.via else "")
+        return XrunError(message, where=self.locate(path), path=shown, hint=hint)
+
+    def run(self) -> None:
+        for node in self.graph.nodes:
+            node.inputs = [self.graph.aliases.get(r, r) for r in node.inputs]
+        for node in self.graph.nodes:
+            self.check_references(node)
+            self.check_input_count(node)
+        self.check_outputs()
+        self.graph.nodes = self.topological()
+        self.check_all_used()
+
+    def check_references(self, node: Node) -> None:
+        for ref in node.inputs:
+            if ref != INPUT and ref not in self.by_name and ref in self.graph.entries:
+                path, via, scope = self.graph.entries[ref]
+                raise XrunError(f"unknown layer '{ref}' in inputs", where=self.locate(path),
+                                path=dotted(path) + (f" (in {via})" if via else ""),
+                                hint=did_you_mean(ref, [*scope, *self.by_name]) or "name a layer of this model")
+            if ref != INPUT and ref not in self.by_name:
+                known = [*node.scope, *self.by_name, *self.graph.aliases]
+                where = "the layers of this block, or 'input' (the block's input)" if node.via else \
+                    "the layers of this model, or 'input'"
+                raise self.error(node, "inputs", f"unknown layer '{ref}' in inputs",
+                                 did_you_mean(ref, known) or f"inputs name {where}")
+            if ref == node.name:
+                raise self.error(node, "inputs", f"layer '{node.name}' takes its own output",
+                                 "a layer's inputs must be other layers")
+
+    def check_input_count(self, node: Node) -> None:
+        many = node.type in self.merge_types
+        if many and len(node.inputs) < 2:
+            raise self.error(node, "inputs", f"{node.type} merges 2 or more inputs, got {len(node.inputs)}",
+                             "list the layers to merge, e.g. inputs: [branch_a, branch_b]")
+        if not many and node.type != "KerasLayer" and len(node.inputs) > 1:
+            raise self.error(node, "inputs", f"{node.type} takes one input, got {len(node.inputs)}",
+                             "merge them first with Concatenate or Add")
+
+    def check_outputs(self) -> None:
+        for out in self.graph.outputs:
+            if out not in self.by_name and out not in self.graph.aliases:
+                where = self.locate(("model", "outputs"))
+                raise XrunError(f"unknown layer '{out}' in outputs", where=where, path="model.outputs",
+                                hint=did_you_mean(out, self.by_name) or "name a layer of this model")
+        self.graph.outputs = [self.graph.aliases.get(o, o) for o in self.graph.outputs]
+
+    def topological(self) -> list[Node]:
+        """The nodes, each after its inputs; iterative, since a long chain written bottom-up is deep."""
+        done, order = set(), []
+        for root in self.graph.nodes:
+            if root.name in done:
+                continue
+            active, stack = [root.name], [(root, iter(root.inputs))]
+            while stack:
+                node, refs = stack[-1]
+                ref = next(refs, None)
+                if ref is None:
+                    stack.pop()
+                    active.pop()
+                    done.add(node.name)
+                    order.append(node)
+                elif ref in active:
+                    cycle = " -> ".join(reversed(active[active.index(ref):] + [ref]))
+                    raise self.error(self.by_name[ref], "inputs", f"layers form a cycle: {cycle}",
+                                     "a layer may only take inputs from layers that do not depend on it")
+                elif ref != INPUT and ref not in done:
+                    active.append(ref)
+                    stack.append((self.by_name[ref], iter(self.by_name[ref].inputs)))
+        return order
+
+    def check_all_used(self) -> None:
+        used = {ref for n in self.graph.nodes for ref in n.inputs} | set(self.graph.outputs)
+        for node in self.graph.nodes:
+            if node.name not in used:
+                raise self.error(node, None, f"the output of layer '{node.name}' is never used",
+                                 "list it in another layer's inputs or in model.outputs, or remove it")

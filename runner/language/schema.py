@@ -1,0 +1,413 @@
+"""The experiment JSON Schema: loading it, checking documents against it, and saying what is wrong in plain words."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import jsonschema
+
+from runner.errors import Location, XrunError, did_you_mean
+from runner.language.source import Path_, dotted
+
+SCHEMA_NAME = "experiment.schema.json"
+# In a wheel the schema sits inside the package (runner/schema/); in a checkout, in schema/ beside runner/.
+_CANDIDATES = (Path(__file__).parents[1] / "schema" / SCHEMA_NAME,
+               Path(__file__).parents[2] / "schema" / SCHEMA_NAME)
+
+Locate = Callable[[Path_, bool], "Location | None"]
+
+
+def schema_path() -> Path:
+    return next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[-1])
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(schema_path().read_text())
+
+
+@lru_cache(maxsize=8)
+def _validator(pointer: str) -> jsonschema.Draft202012Validator:
+    root = _dispatching(schema())
+    sub = {"$ref": pointer, "$defs": root["$defs"]} if pointer != "#" else root
+    return _Dispatching(sub)
+
+
+def _dispatch(validator, table: dict, instance, _schema):
+    # A type that is no string (a fuzzed list, say) dispatches nowhere; `properties.type` reports it.
+    if isinstance(instance, dict) and isinstance(instance.get("type"), str) and instance["type"] in table:
+        yield from validator.descend(instance, {"$ref": table[instance["type"]]})
+
+
+_Dispatching = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"x-dispatch": _dispatch})
+
+
+def _dispatching(root: dict) -> dict:
+    """The schema with each `allOf` of `if type == X then $ref` turned into one `x-dispatch: {X: $ref}` table.
+
+    The meaning (and so every message) is the same, but jsonschema would evaluate all ~30 branches for every layer:
+    two thirds of the checking time of `xrun validate` (bench/README.md). The file keeps the standard form, which
+    editors understand.
+    """
+    defs = dict(root["$defs"])
+    for name, node in root["$defs"].items():
+        table = _dispatch_table(node.get("allOf")) if isinstance(node, dict) else None
+        if table:
+            defs[name] = {key: value for key, value in node.items() if key != "allOf"} | {"x-dispatch": table}
+    return root | {"$defs": defs}
+
+
+def _dispatch_table(branches) -> dict | None:
+    try:
+        table = {b["if"]["properties"]["type"]["const"]: b["then"]["$ref"] for b in branches}
+    except (KeyError, TypeError):
+        return None
+    return table if all(set(b) == {"if", "then"} for b in branches) else None
+
+
+def definition(ref: str) -> dict:
+    """The schema object a local `$ref` like `#/$defs/layers/Conv2D` points at."""
+    node = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def layer_types() -> list[str]:
+    return list(definition("#/$defs/layer_type")["enum"])
+
+
+# Keras layers that exist but that an experiment may not name, with the reason a user is told.
+REFUSED_LAYERS = {
+    "Lambda": "it runs Python code, and an experiment file holds data only",
+    "TFSMLayer": "it loads and runs a saved model's code, and an experiment file holds data only",
+    "InputLayer": "the model input is made for you (set model.input_shape to change its shape)",
+    "Layer": "it is the abstract base class of all layers",
+    "InputSpec": "it is not a layer",
+}
+
+
+@lru_cache(maxsize=1)
+def _enum_words() -> dict:
+    """What the values of each named list are, for messages: 'unknown activation', not 'unknown value'."""
+    d = schema()["$defs"]
+    words = {"layer type": d["layer_type"]["enum"], "activation": d["activation"]["enum"],
+             "initializer": d["initializer"]["enum"], "optimizer": d["optimizer"]["properties"]["type"]["enum"],
+             "loss": d["loss"]["then"]["enum"], "callback": d["callback"]["properties"]["type"]["enum"],
+             "learning-rate schedule": d["schedule"]["properties"]["type"]["enum"],
+             "dataset": schema()["properties"]["data"]["properties"]["dataset"]["enum"]}
+    return {tuple(options): word for word, options in words.items()}
+
+
+def check(instance, locate: Locate, pointer: str = "#", shown: Callable[[Path_], str] = dotted) -> None:
+    """Raise one XrunError (listing every problem, first by position) if `instance` breaks the schema."""
+    raw = _without_noise(list(_validator(pointer).iter_errors(instance)))
+    misspelt = _misspelt(raw)
+    errors = [e for err in raw for e in _explain(err, locate, shown, misspelt)]
+    if errors:
+        raise XrunError.group(sorted(_unique(errors), key=_position))
+
+
+def _misspelt(errors: list) -> set:
+    """(mapping path, key) for each required key that is present under a near-miss name: `filterz` for `filters`.
+
+    The 'unknown key' error then says it all; 'missing required key' would only repeat it.
+    """
+    out = set()
+    for err in errors:
+        if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
+            allowed = _allowed_keys(err.schema)
+            for key in err.instance:
+                if key not in allowed and (near := _closest(key, allowed)):
+                    out.add((tuple(err.absolute_path), near))
+    return out
+
+
+def _closest(word: str, choices: list[str]) -> str | None:
+    """The choice that `did_you_mean` would suggest."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower.get(word.lower()) or (by_lower[close[0]] if close else None)
+
+
+def _without_noise(errors: list) -> list:
+    """Drop the echoes of a more basic problem: an unknown `type` makes every other key look unexpected."""
+    bad_types = {tuple(e.absolute_path)[:-1] for e in errors
+                 if e.validator == "enum" and tuple(e.absolute_path)[-1:] == ("type",)}
+    return [e for e in errors
+            if not any(tuple(e.absolute_path)[:len(p)] == p and tuple(e.absolute_path)[len(p):] != ("type",)
+                       for p in bad_types)]
+
+
+def _unique(errors: Iterable[XrunError]) -> list[XrunError]:
+    seen, out = set(), []
+    for e in errors:
+        if e.line() not in seen:
+            seen.add(e.line())
+            out.append(e)
+    return out
+
+
+def _position(error: XrunError) -> tuple:
+    w = error.where
+    return (str(getattr(w, "file", w)), getattr(w, "line", 0) or 0, getattr(w, "col", 0) or 0)
+
+
+def _explain(err: jsonschema.ValidationError, locate: Locate, shown, misspelt: set = frozenset()) -> list[XrunError]:
+    return [XrunError(msg, where=locate(p, key), path=shown(p) or "(top level)", hint=hint)
+            for p, key, msg, hint in _items(err, misspelt)]
+
+
+def _items(err: jsonschema.ValidationError, misspelt: set):
+    path = tuple(err.absolute_path)
+    if err.validator == "required":
+        return _required(err, path, skip={key for p, key in misspelt if p == path})
+    return _EXPLAINERS.get(err.validator, _fallback)(err, path)
+
+
+# Each explainer yields (path, point-at-key?, message, hint) for one jsonschema error.
+
+def _enum(err, path):
+    options = err.validator_value if err.validator == "enum" else [err.validator_value]
+    value = err.instance
+    what = _enum_words().get(tuple(options), "value")
+    if what == "layer type" and isinstance(value, str) and value in REFUSED_LAYERS:
+        yield path, False, f"the layer type '{value}' is not allowed", REFUSED_LAYERS[value]
+        return
+    hint = did_you_mean(str(value), [str(o) for o in options]) if isinstance(value, str) else None
+    expected = "expected one of: " + ", ".join(_show(o) for o in options[:40]) + (" ..." if len(options) > 40 else "")
+    if err.validator == "const":
+        expected = f"expected {_show(options[0])}"
+    yield path, False, f"unknown {what} {_show(value)}", hint or expected
+
+
+def _type(err, path):
+    expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+    names = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
+    yield path, False, f"expected {names}, got {_describe_value(err.instance)}", None
+
+
+def _required(err, path, skip=frozenset()):
+    for name in err.validator_value:
+        if isinstance(err.instance, dict) and name not in err.instance and name not in skip:
+            yield path, False, f"missing required key '{name}'", f"add '{name}:' here"
+
+
+# Keras arguments counted in steps that an experiment gives in epochs (the trainer converts them).
+_IN_EPOCHS = {"decay_steps": "decay_epochs", "warmup_steps": "warmup_epochs", "boundaries": "boundaries_epochs"}
+
+
+def _unexpected(err, path):
+    allowed = _allowed_keys(err.schema)
+    for key in err.instance:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)) if allowed else None)
+            if _IN_EPOCHS.get(key) in allowed:
+                hint = f"an experiment counts in epochs: use '{_IN_EPOCHS[key]}'"
+            owner = err.instance.get("type") if isinstance(err.instance.get("type"), str) else None
+            where = f" for {owner}" if owner else ""
+            yield path + (key,), True, f"unknown key '{key}'{where}", hint
+
+
+def _allowed_keys(sub: dict) -> list[str]:
+    keys = list(sub.get("properties", {}))
+    if "$ref" in sub:
+        keys += list(definition(sub["$ref"]).get("properties", {}))
+    return keys
+
+
+def _bound(err, path):
+    words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    yield path, False, f"{_show(err.instance)} is out of range", f"must be {words[err.validator]} {err.validator_value}"
+
+
+def _length(err, path):
+    words = {"minItems": "at least", "maxItems": "at most", "minLength": "at least", "maxLength": "at most",
+             "minProperties": "at least"}
+    unit = "entr" if err.validator.endswith("Properties") else "item" if "Items" in err.validator else "character"
+    count = len(err.instance)
+    has = "is empty" if count == 0 else f"has {count} {_plural(unit, count)}"
+    limit = err.validator_value
+    yield path, False, has, f"expected {words[err.validator]} {limit} {_plural(unit, limit)}"
+
+
+def _plural(unit: str, n: int) -> str:
+    if unit == "entr":
+        return "entry" if n == 1 else "entries"
+    return unit if n == 1 else unit + "s"
+
+
+def _pattern(err, path):
+    yield path, False, f"{_show(err.instance)} is not a valid name", \
+        "use letters, digits, '_', '.' or '-', starting with a letter"
+
+
+def _alternatives(err, path):
+    """A value that fits none of several forms: explain it against the one form of its kind, if there is one."""
+    options = err.validator_value
+    fitting = _fitting_alternatives(err)
+    if len(fitting) == 1:
+        misspelt = _misspelt(fitting[0])
+        for sub in fitting[0]:
+            yield from _items(sub, misspelt)
+        return
+    yield path, False, f"{_describe_value(err.instance)} is not allowed here", \
+        "expected " + " or ".join(_describe_schema(o) for o in options)
+
+
+def _fitting_alternatives(err) -> list[list]:
+    """The errors of each alternative whose type (and constant) the value has: the form the user meant."""
+    by_option: dict[int, list] = {}
+    for sub in err.context:
+        by_option.setdefault(sub.relative_schema_path[0], []).append(sub)
+    return [subs for subs in by_option.values()
+            if not any(s.validator in ("type", "const") and not s.relative_path for s in subs)]
+
+
+def _dependent(err, path):
+    for key, needs in err.validator_value.items():
+        for need in needs:
+            if isinstance(err.instance, dict) and key in err.instance and need not in err.instance:
+                yield path, False, f"'{key}' needs '{need}'", f"add '{need}:' here"
+
+
+def _fallback(err, path):
+    yield path, False, err.message, None
+
+
+_EXPLAINERS = {
+    "dependentRequired": _dependent,
+    "enum": _enum, "const": _enum, "type": _type, "required": _required,
+    "additionalProperties": _unexpected, "unevaluatedProperties": _unexpected,
+    "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,
+    "minItems": _length, "maxItems": _length, "minLength": _length, "maxLength": _length,
+    "minProperties": _length, "pattern": _pattern, "oneOf": _alternatives, "anyOf": _alternatives,
+}
+
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+               "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def _show(value) -> str:
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
+
+
+def _describe_value(value) -> str:
+    if value is None:
+        return "null"
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"
+            }.get(type(value), type(value).__name__)
+    return f"{kind} {_show(value)}" if not isinstance(value, (list, dict)) else f"a {kind}"
+
+
+_PLURAL_TYPE_WORDS = {"integer": "integers", "number": "numbers", "string": "strings", "boolean": "booleans",
+                      "array": "lists", "object": "mappings"}
+
+
+def _describe_schema(sub: dict, plural: bool = False) -> str:
+    if "$ref" in sub:
+        target = definition(sub["$ref"])
+        return _describe_schema(target, plural) if "$ref" not in target else sub["$ref"].rsplit("/", 1)[-1]
+    if "const" in sub:
+        return _show(sub["const"])
+    if sub.get("type") == "array":
+        size = sub.get("minItems") if sub.get("minItems") == sub.get("maxItems") else None
+        return f"a list of {size or ''} ".replace("  ", " ") + _describe_schema(sub.get("items", {}), plural=True)
+    if "pattern" in sub:
+        return "names" if plural else "a name"
+    bounds = [f"{w} {sub[k]}" for k, w in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="))
+              if k in sub]
+    kind = sub.get("type")
+    word = (_PLURAL_TYPE_WORDS.get(kind, "values") if plural else
+            _TYPE_WORDS.get(kind, "a " + str(kind) if kind else "a mapping with 'type'"))
+    return " ".join([word] + bounds)
+
+
+def default_sections(document: dict) -> dict:
+    """A copy of the document with the schema's `default`s filled in for absent keys of its sections."""
+    return _with_defaults(document, schema())
+
+
+def _with_defaults(value, sub: dict):
+    sub = definition(sub["$ref"]) if "$ref" in sub else sub
+    if not isinstance(value, dict) or "properties" not in sub:
+        return value
+    out = dict(value)
+    for key, prop in sub["properties"].items():
+        if key not in out and "default" in prop:
+            out[key] = json.loads(json.dumps(prop["default"]))
+        if key in out:
+            out[key] = _with_defaults(out[key], prop)
+    return out
+
+
+def property_schema(path: Path_, document=None) -> dict | None:
+    """The schema that governs `path` (used to type command-line overrides), or None if the path is unknown.
+
+    Where the schema depends on a `type` (an optimizer's arguments, a layer's), the value of `document` along
+    the path picks the branch.
+    """
+    sub, value = _concrete(schema(), document), document
+    for part in path:
+        value = _step(value, part)
+        if isinstance(part, int):
+            sub = sub.get("items") if sub.get("type") == "array" or "items" in sub else None
+        else:
+            sub = _child(sub, part)
+        if not isinstance(sub, dict):
+            return None
+        sub = _concrete(sub, value)
+    return sub
+
+
+def _step(value, part):
+    if isinstance(part, int):
+        return value[part] if isinstance(value, list) and 0 <= part < len(value) else None
+    return value.get(part) if isinstance(value, dict) else None
+
+
+def _child(sub: dict, key: str):
+    """The schema of key `key` in a mapping governed by `sub`; {} where any key goes, None where none may."""
+    props = sub.get("properties", {})
+    if isinstance(props.get(key), dict):
+        return props[key]
+    extra = sub.get("additionalProperties", sub.get("unevaluatedProperties"))
+    if isinstance(extra, dict):
+        return extra
+    if extra is None and sub.get("type") == "object" and not props:
+        return {}  # a free-form mapping, such as a block's params or a KerasLayer's config
+    return None
+
+
+def _concrete(sub: dict, value) -> dict:
+    """`sub` with its `$ref` followed and, where `value` picks one, its if/then branch folded in."""
+    out = {k: v for k, v in sub.items() if k not in ("$ref", "if", "then", "else", "allOf")}
+    parts = [definition(sub["$ref"])] if "$ref" in sub else []
+    if "if" in sub:
+        branch = sub.get("then") if _fits(sub["if"], value) else sub.get("else")
+        parts += [branch] if branch else []
+    parts += [p["then"] for p in sub.get("allOf", []) if "if" in p and _fits(p["if"], value)]
+    for part in parts:
+        out = _combine(_concrete(part, value), out)
+    return out
+
+
+def _combine(base: dict, over: dict) -> dict:
+    """Two schemas for one value as one: their properties together, a real schema winning over a bare `true`."""
+    props = dict(base.get("properties", {}))
+    props.update({k: v for k, v in over.get("properties", {}).items() if isinstance(v, dict) or k not in props})
+    return {**base, **over, "properties": props} if props else {**base, **over}
+
+
+def _fits(condition: dict, value) -> bool:
+    return value is not None and jsonschema.Draft202012Validator(condition).is_valid(value)
+
+
+def known_keys(path: Path_, document=None) -> list[str]:
+    """The keys the schema allows directly under `path` (for 'did you mean' on overrides)."""
+    sub = property_schema(path, document)
+    return list(sub.get("properties", {})) if sub else []

@@ -1,0 +1,325 @@
+"""Compare runs side by side: one row per run, name first, only the params that differ; table, CSV, JSON or Markdown."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import math
+import re
+
+from runner.errors import XrunError, did_you_mean
+from runner.records import query
+from runner.records.query import RunRecord
+
+# Params every run has that say nothing about what was varied (or that are shown in their own column).
+_NOT_COMPARED = {"description", "name", "model.total_params", "model.trainable_params",
+                 "model.non_trainable_params", "runtime.overrides"}
+# Params that follow from others (data.limit, validation_split) and that a run failing early never logs: shown with
+# --all-params, but not as a difference.
+_DERIVED = {"data.train_examples", "data.val_examples", "data.test_examples", "runtime.global_batch_size",
+            "runtime.per_replica_batch_size", "runtime.replicas", "runtime.workers", "runtime.distribute"}
+
+# The columns every table has, in order: who, then what it cost and how well it did, then how it ended. The params
+# that differ go between "run" and "params"; "description" comes last, and only when the runs' descriptions differ.
+LEAD_COLUMNS = ["name", "run"]
+RESULT_COLUMNS = ["params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
+                  "test_loss", "test_acc", "seconds", "status"]
+_NUMERIC = {"params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "test_loss",
+            "test_acc", "seconds", "runs", "best_test_acc"}
+_PERCENT = {"train_acc", "val_acc", "best_val_acc", "test_acc", "best_test_acc"}
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Keras names the accuracy metric after the string given to compile(); the first key a run has wins.
+_ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
+_FULL_ID = re.compile(r"[0-9a-f]{32}")
+_OVERRIDE_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*)=")
+
+
+# --- which runs ------------------------------------------------------------------------------------------
+
+def select(run_ids: list[str], experiments: list[str], latest: int | None, where: str,
+           uri: str | None) -> list[RunRecord]:
+    """RUN_IDS (full or unique prefixes; a sweep's parent stands for its variants), else the runs of the named
+    experiments (all if none) that match `where`, newest first; sweep parents, which hold no results, are left out."""
+    if run_ids and (experiments or where):
+        raise XrunError("give RUN_IDS or --experiment/--where, not both",
+                        hint="RUN_IDS already say which runs; drop the filter or the ids")
+    if run_ids:
+        runs = expand_sweeps(query.find_runs(uri, run_ids=resolve_ids(run_ids, uri)), uri)
+    else:
+        runs = [r for r in query.find_runs(uri, experiments=experiments or None, where=where)
+                if not is_sweep_parent(r)]
+    runs = runs[:latest] if latest else runs
+    if not runs:
+        raise XrunError("no runs to compare", hint=_no_runs_hint(experiments, where))
+    return runs
+
+
+def _no_runs_hint(experiments: list[str], where: str) -> str:
+    if where:
+        return f"no run matches --where {where!r}; try a looser filter"
+    if experiments:
+        return f"{', '.join(experiments)} has no runs yet; train one with `xrun FILE`"
+    return "no runs are recorded yet; train one with `xrun FILE`"
+
+
+def resolve_ids(run_ids: list[str], uri: str | None) -> list[str]:
+    """Full run ids, allowing the 8-character prefixes the tables show."""
+    if all(_FULL_ID.fullmatch(r) for r in run_ids):
+        return list(run_ids)
+    known = [r.run_id for r in query.find_runs(uri)]
+    return [r if _FULL_ID.fullmatch(r) else _unique_prefix(r, known) for r in run_ids]
+
+
+def _unique_prefix(prefix: str, known: list[str]) -> str:
+    matches = [k for k in known if k.startswith(prefix.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise XrunError(f"no MLflow run with id '{prefix}'", hint="xrun compare --latest 10 lists recent runs")
+    raise XrunError(f"run id '{prefix}' is ambiguous ({len(matches)} runs start with it)",
+                    hint="give more of the id")
+
+
+def is_sweep_parent(run: RunRecord) -> bool:
+    return run.tags.get("xrun.sweep") == "parent"
+
+
+def expand_sweeps(runs: list[RunRecord], uri: str | None) -> list[RunRecord]:
+    """Each sweep parent replaced by its variants (the latest attempt of each), without repeats."""
+    out: dict[str, RunRecord] = {}
+    for run in runs:
+        for r in sweep_children(run.run_id, uri) if is_sweep_parent(run) else [run]:
+            out.setdefault(r.run_id, r)
+    return list(out.values())
+
+
+def sweep_children(parent_id: str, uri: str | None) -> list[RunRecord]:
+    """The newest child run of each variant of a sweep: a retried variant's earlier failures are history."""
+    latest: dict[str, RunRecord] = {}
+    for run in query.find_runs(uri, parent_run_id=parent_id):  # newest first
+        latest.setdefault(run.tags.get("xrun.variant") or run.run_id, run)
+    return list(latest.values())
+
+
+# --- the table -------------------------------------------------------------------------------------------
+
+def table(runs: list[RunRecord], include_all: bool = False, uri: str | None = None) -> list[dict]:
+    """One row per run: the lead columns, the params that differ (every param with include_all), the results."""
+    keys = differing_params(runs, include_all)
+    describe = include_all or len({r.description for r in runs}) > 1
+    return [_row(r, keys, describe, uri) for r in runs]
+
+
+def differing_params(runs: list[RunRecord], include_all: bool = False) -> list[str]:
+    """Param keys whose values are not the same in every run (all keys with include_all).
+
+    A model.* key shows only if some run set it (--set or a sweep): runs of different architectures differ in
+    dozens of layer arguments, which the params count and the description sum up better than columns would.
+    """
+    keys = sorted({k for r in runs for k in r.params} - _NOT_COMPARED)
+    if include_all:
+        return keys
+    chosen = set().union(*(_overridden(r) for r in runs))
+    return [k for k in keys if k not in _DERIVED and len({r.params.get(k) for r in runs}) > 1
+            and (not k.startswith("model.") or k in chosen)]
+
+
+def _overridden(run: RunRecord) -> set[str]:
+    """The param keys a run's --set overrides (and sweep variant) named."""
+    text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get("xrun.variant", "")])
+    return {_param_key(k) for k in _OVERRIDE_KEY.findall(text)}
+
+
+def _param_key(override_key: str) -> str:
+    """`model.layers[0].filters` (as --set writes it) -> `model.layers.0.filters` (as MLflow params hold it)."""
+    return re.sub(r"\[(\d+)\]", r".\1", override_key)
+
+
+def _name(run: RunRecord, param_keys: list[str]) -> str:
+    """A sweep variant's name without its `[key=value ...]` when the table shows those keys as columns anyway."""
+    variant = run.tags.get("xrun.variant")
+    suffix = f" [{variant}]"
+    keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant or "")}
+    if variant and run.name.endswith(suffix) and keys and keys <= set(param_keys):
+        return run.name.removesuffix(suffix)
+    return run.name
+
+
+def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None) -> dict:
+    m = run.metrics
+    accuracy = next((k for k in _ACCURACY_KEYS if k in m), "accuracy")
+    row = {"name": _name(run, param_keys), "run": run.run_id}
+    row.update({k: run.params.get(k) for k in param_keys})
+    row.update({"params": _int(run.params.get("model.total_params")), "epochs": _int(m.get("epochs_run")),
+                "train_loss": m.get("loss"), "train_acc": m.get(accuracy), "val_loss": m.get("val_loss"),
+                "val_acc": m.get(f"val_{accuracy}"), "best_val_acc": _best_val(run, accuracy, uri),
+                "test_loss": m.get("test_loss"), "test_acc": m.get("test_accuracy"), "seconds": run.seconds,
+                "status": run.status})
+    if describe:
+        row["description"] = _short(run.description, 60)
+    return row
+
+
+def _best_val(run: RunRecord, accuracy: str, uri: str | None) -> float | None:
+    if "best_val_accuracy" in run.metrics or f"val_{accuracy}" not in run.metrics:
+        return run.metrics.get("best_val_accuracy")
+    # A run that failed or was stopped never logged its summary; its epochs still say what it reached.
+    values = [v for v in query.metric_history(run.run_id, f"val_{accuracy}", uri) if not math.isnan(v)]
+    return max(values) if values else None
+
+
+def sort_rows(rows: list[dict], column: str | None, descending: bool = False) -> list[dict]:
+    """Rows by `column` (numbers as numbers, text naturally: model2 before model10); a stable sort, so equal values
+    keep their order (newest first), and rows without a value stay last either way."""
+    if not column or not rows:
+        return rows
+    column = _column(column, list(rows[0]))
+    present = [r for r in rows if not _missing(r.get(column))]
+    missing = [r for r in rows if _missing(r.get(column))]
+    return sorted(present, key=lambda r: _sort_key(r[column]), reverse=descending) + missing
+
+
+def _column(name: str, columns: list[str]) -> str:
+    """A column by its key or by the short header the table shows (`batch_size` for `training.batch_size`)."""
+    shown = dict(zip(headers(columns), columns))
+    if name in columns or name in shown:
+        return name if name in columns else shown[name]
+    hint = did_you_mean(name, [*columns, *shown]) or "columns: " + ", ".join(shown)
+    raise XrunError(f"no column '{name}' to sort by", hint=hint)
+
+
+def _missing(value) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _sort_key(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return (1, 0.0, natural_key(str(value)))
+    return (0, number, ()) if not math.isnan(number) else (2, 0.0, ())
+
+
+def natural_key(text: str) -> tuple:
+    """'model2' before 'model10': digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
+
+
+def _int(value):
+    return None if value is None else int(float(value))
+
+
+def _short(text: str, n: int) -> str:
+    """The first sentence, cut to n characters: a table cell, not the whole story."""
+    text = " ".join((text or "").split())
+    cut = text.find(". ")
+    text = text[: cut + 1] if cut > 0 else text
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+def cell(value, column: str = "") -> str:
+    """A value as people read it: accuracies in percent, losses to 4 decimals, counts with separators."""
+    if value is None:
+        return ""
+    if column == "run":
+        return str(value)[:8]
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if column in _PERCENT and isinstance(value, (int, float)):
+        return f"{100 * value:.2f} %"
+    if column == "seconds" and isinstance(value, (int, float)):
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def headers(columns: list[str]) -> list[str]:
+    """Column titles for people: a param key shortened to its shortest unambiguous tail (`batch_size` for
+    `training.batch_size`; `layers.1.units` only where another layer's units are a column too)."""
+    tails = [_tails(c) for c in columns]
+    counts: dict[str, int] = {}
+    for options in tails:
+        for t in set(options):
+            counts[t] = counts.get(t, 0) + 1
+    return [next((t for t in options if counts[t] == 1 and (t == c or t not in columns)), c)
+            for c, options in zip(columns, tails)]
+
+
+def _tails(column: str) -> list[str]:
+    """`model.layers.1.units` -> ['units', 'layers.1.units', 'model.layers.1.units'] (none starts at an index)."""
+    parts = column.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts) - 1, -1, -1) if not parts[i].isdigit()]
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    return out.getvalue()
+
+
+def to_json(rows: list[dict]) -> str:
+    # JSON has no NaN: a diverged run's losses become null rather than output other tools refuse.
+    return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows], indent=2) + "\n"
+
+
+def _json_value(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """A GitHub table, numbers right-aligned, to paste into a README."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(headers(columns)) + " |",
+             "|" + "|".join("---:" if c in _NUMERIC else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r[c], c).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(rows: list[dict], title: str = ""):
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Table(title=title or None, title_justify="left")
+    columns = list(rows[0]) if rows else LEAD_COLUMNS + RESULT_COLUMNS
+    for column, header in zip(columns, headers(columns)):
+        out.add_column(header, justify="right" if column in _NUMERIC else "left", overflow="fold",
+                       no_wrap=column in _NUMERIC or column == "run")
+    for r in rows:
+        out.add_row(*(Text(cell(v, c)) for c, v in r.items()))  # Text: "[a=1]" in a run name is not markup
+    return out
+
+
+# --- curves and configs ----------------------------------------------------------------------------------
+
+def curves(runs: list[RunRecord], uri: str | None) -> list[tuple[str, dict]]:
+    """(label, per-epoch history) for each run, as runner.plots.overlay_curves takes them."""
+    return [(f"{r.name} ({r.run_id[:8]})", query.histories(r.run_id, HISTORY_KEYS, uri)) for r in runs]
+
+
+def config_diff(run_ids: list[str], uri: str | None) -> str:
+    """A unified diff of two runs' resolved YAML."""
+    if len(run_ids) != 2:
+        raise XrunError(f"--config compares exactly two runs, got {len(run_ids)}",
+                        hint="xrun compare RUN_A RUN_B --config")
+    a, b = query.find_runs(uri, run_ids=resolve_ids(run_ids, uri))
+    text_a, text_b = (query.artifact_text(r.run_id, "config/resolved.yaml", uri) for r in (a, b))
+    return diff_text(text_a, text_b, f"{a.run_id[:8]} {a.name}", f"{b.run_id[:8]} {b.name}")
+
+
+def diff_text(text_a: str, text_b: str, name_a: str, name_b: str) -> str:
+    diff = difflib.unified_diff(text_a.splitlines(keepends=True), text_b.splitlines(keepends=True),
+                                fromfile=name_a, tofile=name_b)
+    return "".join(diff) or "the resolved configs are identical\n"

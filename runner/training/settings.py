@@ -1,0 +1,112 @@
+"""How a run uses the machine (precision, XLA, steps per execution, seeds, determinism), and TensorFlow imported quietly."""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def import_tensorflow():
+    """TensorFlow, imported with its C++ start-up notices (CUDA probing, oneDNN, CPU features) silenced.
+
+    Those lines are written to file descriptor 2 before any Python logging exists, so the only way to keep them
+    out of a user's terminal is to point that descriptor elsewhere for the import. Python errors still raise.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tensorflow
+
+
+@dataclass
+class Settings:
+    """How this run uses the machine, resolved from the YAML's `auto`s."""
+
+    precision: str
+    jit_compile: bool
+    steps_per_execution: int
+    device: str
+    seed: int
+    seed_given: bool
+    deterministic: bool
+
+
+def settings_for(training: dict) -> Settings:
+    tf = import_tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    seed = training.get("seed")
+    return Settings(
+        precision=_precision(training.get("precision", "auto"), gpus),
+        jit_compile=bool(gpus) if training.get("jit_compile", "auto") == "auto" else training["jit_compile"],
+        steps_per_execution=_steps_per_execution(training.get("steps_per_execution", 1), gpus),
+        device=_device_name(gpus),
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        seed_given=seed is not None,
+        # Every run has a seed (given, or drawn and recorded in resolved.yaml), and on the CPU it repeats exactly
+        # only with op determinism, which costs no measurable time there. Drawn seeds get it too, so the resolved
+        # YAML reproduces the run. GPU kernels may lack deterministic versions, so GPU runs are left as they are.
+        deterministic=not gpus)
+
+
+def _precision(asked: str, gpus: list) -> str:
+    if asked != "auto":
+        return asked
+    tf = import_tensorflow()
+    # Tensor cores (compute capability 7.0+) make float16 fast; elsewhere it only costs accuracy.
+    capable = [g for g in gpus if tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
+               >= (7, 0)]
+    return "mixed_float16" if capable else "float32"
+
+
+def _steps_per_execution(asked, gpus: list) -> int:
+    # On a GPU, small models are limited by Python round-trips per step; on the CPU the step itself dominates.
+    return asked if asked != "auto" else (32 if gpus else 1)
+
+
+def _device_name(gpus: list) -> str:
+    if gpus:
+        tf = import_tensorflow()
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"{len(gpus)}x GPU {details.get('device_name', '')}".strip()
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+@contextmanager
+def applied(settings: Settings):
+    """Precision, seeds and op determinism for this run; the process-wide switches are put back afterwards,
+    so a later run (or test) in the same process starts from the same state."""
+    import keras
+    from tensorflow.python.framework import config as tf_config
+
+    policy, deterministic = keras.mixed_precision.global_policy(), tf_config.is_op_determinism_enabled()
+    keras.mixed_precision.set_global_policy(settings.precision)
+    keras.utils.set_random_seed(settings.seed)
+    _set_op_determinism(settings.deterministic)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        _set_op_determinism(deterministic)
+
+
+def _set_op_determinism(on: bool) -> None:
+    tf = import_tensorflow()
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()  # TensorFlow has no public switch back off

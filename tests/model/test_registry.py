@@ -1,0 +1,95 @@
+"""The schema and the registry name the same things, and every argument the schema allows is one Keras takes."""
+
+import inspect
+
+import pytest
+
+from runner.language import schema
+from runner.training.settings import import_tensorflow
+
+import_tensorflow()  # quietly, before keras
+
+import keras  # noqa: E402
+
+from runner.model import registry  # noqa: E402
+from runner.model.compiler import init_arguments  # noqa: E402
+
+DEFS = schema.schema()["$defs"]
+LAYER_BASE = {"type", "name", "inputs", "trainable"}
+
+
+def test_layer_types_match():
+    assert set(schema.layer_types()) - {"KerasLayer"} == set(registry.LAYERS)
+    assert set(DEFS["layers"]) == set(schema.layer_types())
+
+
+@pytest.mark.parametrize("enum, table", [
+    (DEFS["optimizer"]["properties"]["type"]["enum"], registry.OPTIMIZERS),
+    (DEFS["loss"]["then"]["enum"], registry.LOSSES),
+    (DEFS["loss"]["else"]["properties"]["type"]["enum"], registry.LOSSES),
+    (DEFS["callback"]["properties"]["type"]["enum"], registry.CALLBACKS),
+    (DEFS["schedule"]["properties"]["type"]["enum"], registry.SCHEDULES),
+], ids=["optimizers", "losses (string)", "losses (mapping)", "callbacks", "schedules"])
+def test_names_match(enum, table):
+    assert set(enum) == set(table)
+
+
+@pytest.mark.parametrize("defs, table", [("optimizers", registry.OPTIMIZERS), ("losses", registry.LOSSES),
+                                         ("callbacks", registry.CALLBACKS), ("schedules", registry.SCHEDULES)])
+def test_each_kind_has_a_definition_per_name(defs, table):
+    assert set(DEFS[defs]) == set(table)
+
+
+@pytest.mark.parametrize("name", DEFS["activation"]["enum"])
+def test_activations_resolve(name):
+    assert callable(keras.activations.get(name))
+
+
+@pytest.mark.parametrize("name", DEFS["initializer"]["enum"])
+def test_initializers_resolve(name):
+    assert isinstance(keras.initializers.get(name), keras.initializers.Initializer)
+
+
+@pytest.mark.parametrize("type_name", sorted(set(DEFS["layers"]) - {"KerasLayer"}))
+def test_layer_properties_are_init_arguments(type_name):
+    cls = registry.LAYERS[type_name]
+    own = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    allowed = init_arguments(cls)  # own, plus those handed to the base Layer (trainable, dtype, ...)
+    assert own <= allowed
+    properties = set(DEFS["layers"][type_name]["properties"]) - LAYER_BASE
+    assert properties <= allowed, f"{type_name} has no argument(s) {sorted(properties - allowed)}"
+    assert "trainable" in allowed
+
+
+@pytest.mark.parametrize("defs, table", [("optimizers", registry.OPTIMIZERS), ("losses", registry.LOSSES),
+                                         ("callbacks", registry.CALLBACKS)])
+def test_other_properties_are_init_arguments(defs, table):
+    for name, sub in DEFS[defs].items():
+        properties = set(sub["properties"]) - {"type"}
+        assert properties <= init_arguments(table[name]), name
+
+
+def test_required_layer_arguments_are_properties():
+    for name, sub in DEFS["layers"].items():
+        assert set(sub.get("required", [])) <= set(sub["properties"]), name
+
+
+def test_every_layer_regularizer_has_a_builder():
+    for sub in DEFS["layers"].values():
+        for key, prop in sub["properties"].items():
+            if prop.get("$ref") == "#/$defs/regularizer":
+                assert key in registry.ARG_BUILDERS
+
+
+def test_keras_layer_reaches_other_classes_but_not_code():
+    assert registry.KERAS_LAYERS["LayerNormalization"] is keras.layers.LayerNormalization
+    assert registry.KERAS_LAYERS["UpSampling2D"] is keras.layers.UpSampling2D
+    for refused in schema.REFUSED_LAYERS:
+        assert refused not in registry.KERAS_LAYERS
+
+
+def test_lookup_suggests_a_near_miss():
+    assert registry.lookup(registry.OPTIMIZERS, "Adam", "optimizer") is keras.optimizers.Adam
+    with pytest.raises(Exception) as info:
+        registry.lookup(registry.OPTIMIZERS, "adamw", "optimizer")
+    assert str(info.value) == "unknown optimizer 'adamw'; did you mean 'AdamW'?"

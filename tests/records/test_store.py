@@ -1,0 +1,186 @@
+"""runner.tracking: flattening configs to params, where the store and its artifacts live, and the Run wrapper."""
+
+import math
+import signal
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from runner.errors import XrunError
+from runner.records import query, store
+
+
+def test_flatten_gives_dotted_keys_json_lists_and_indexed_mappings():
+    config = {
+        "name": "m", "description": "",
+        "optimizer": {"type": "Adam", "learning_rate": 0.001, "epsilon": 1e-07, "amsgrad": False},
+        "metrics": ["accuracy"],
+        "augmentation": {"zoom_range": [0.9, 1.1]},
+        "model": {"input_shape": [28, 28, 1], "layers": [
+            {"type": "Conv2D", "filters": 32, "kernel_size": [3, 3]},
+            {"block": "b", "name": "set1", "repeat": 2},
+            {"type": "Dense", "units": 10, "kernel_regularizer": {"l2": 0.0001}},
+        ]},
+        "callbacks": [],
+        "tracking": {"tags": {}, "log_model": True},
+        "training": {"seed": None, "batch_size": 128},
+        "nested": [[1, 2], [3]],
+    }
+    assert store.flatten(config) == {
+        "name": "m", "description": "",
+        "optimizer.type": "Adam", "optimizer.learning_rate": "0.001", "optimizer.epsilon": "1e-07",
+        "optimizer.amsgrad": "false",
+        "metrics": '["accuracy"]',
+        "augmentation.zoom_range": "[0.9, 1.1]",
+        "model.input_shape": "[28, 28, 1]",
+        "model.layers.0.type": "Conv2D", "model.layers.0.filters": "32", "model.layers.0.kernel_size": "[3, 3]",
+        "model.layers.1.block": "b", "model.layers.1.name": "set1", "model.layers.1.repeat": "2",
+        "model.layers.2.type": "Dense", "model.layers.2.units": "10", "model.layers.2.kernel_regularizer.l2": "0.0001",
+        "callbacks": "[]",
+        "tracking.tags": "{}", "tracking.log_model": "true",
+        "training.seed": "null", "training.batch_size": "128",
+        "nested.0": "[1, 2]", "nested.1": "[3]",
+    }
+
+
+def test_flatten_cuts_values_to_mlflows_limit():
+    flat = store.flatten({"description": "x" * 10_000})
+    assert flat == {"description": "x" * store.MAX_PARAM_CHARS}
+
+
+def test_tracking_uri_prefers_explicit_then_environment_then_local_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////somewhere/env.db")
+    assert store.tracking_uri("sqlite:////x/explicit.db") == "sqlite:////x/explicit.db"
+    assert store.tracking_uri() == "sqlite:////somewhere/env.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert store.tracking_uri() == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert (tmp_path / "mlruns").is_dir()
+
+
+def test_ui_command_names_the_store():
+    assert store.ui_command("sqlite:////a/b.db") == "mlflow ui --backend-store-uri sqlite:////a/b.db"
+
+
+@pytest.mark.parametrize("uri, root", [
+    ("sqlite:////data/mlruns/mlflow.db", "file:///data/mlruns/artifacts"),
+    ("sqlite:////data/elsewhere/runs.db", "file:///data/elsewhere/artifacts"),
+    ("http://localhost:5000", None),
+    ("sqlite:///:memory:", None),
+])
+def test_artifacts_live_beside_a_local_sqlite_store(uri, root):
+    assert store._artifact_root(uri) == root
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def test_run_records_name_description_tags_params_metrics_and_end(db, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # artifacts follow the store, not the working directory
+    run = store.Run(db, "exp", "my-run", "what it is", tags={"a": 1, "none": None}, parent_run_id="p1")
+    params = {f"p{i:03d}": i for i in range(250)}  # more than one MLflow batch
+    run.log_params(params)
+    run.log_metrics({"loss": 0.5, "nan": float("nan"), "text": "skip me"}, step=3)
+    run.set_tags({"t": True})
+    run.log_text("hello", "notes/hello.txt")
+    run.end("KILLED")
+
+    got = MlflowClient(db).get_run(run.run_id)
+    assert got.info.status == "KILLED" and got.info.run_name == "my-run"
+    assert got.data.tags["mlflow.note.content"] == "what it is"
+    assert got.data.tags["mlflow.parentRunId"] == "p1"
+    assert got.data.tags["a"] == "1" and got.data.tags["t"] == "True" and "none" not in got.data.tags
+    assert got.data.params == {k: str(v) for k, v in params.items()}
+    assert got.data.metrics["loss"] == 0.5 and math.isnan(got.data.metrics["nan"])
+    assert "text" not in got.data.metrics
+    experiment = MlflowClient(db).get_experiment_by_name("exp")
+    assert experiment.artifact_location == (tmp_path / "artifacts").as_uri()
+    assert (tmp_path / "artifacts" / run.run_id / "artifacts" / "notes" / "hello.txt").read_text() == "hello"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_second_run_reuses_the_experiment(db):
+    first = store.Run(db, "exp", "one")
+    second = store.Run(db, "exp", "two")
+    assert first.experiment_id == second.experiment_id
+
+
+def test_an_unreachable_store_is_an_xrun_error_before_anything_trains(tmp_path):
+    (tmp_path / "a-file").write_text("")  # a store "inside" a file cannot be created
+    with pytest.raises(XrunError, match="cannot reach the MLflow tracking store") as caught:
+        store.Run(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", "exp", "r")
+    assert "MLFLOW_TRACKING_URI" in caught.value.hint
+
+
+def test_metric_history_reads_back_in_step_order(db):
+    run = store.Run(db, "exp", "r")
+    for step, value in [(2, 0.2), (1, 0.1), (3, 0.3)]:
+        run.log_metrics({"m": value}, step=step)
+    assert query.metric_history(run.run_id, "m", db) == [0.1, 0.2, 0.3]
+
+
+def test_only_the_records_layer_imports_mlflow():
+    runner = Path(store.__file__).parent.parent
+    importers = {p.relative_to(runner).parts[0] for p in runner.rglob("*.py")
+                 if "import mlflow" in p.read_text() or "from mlflow" in p.read_text()}
+    assert importers == {"records"}
+
+
+# --- interrupts during store writes --------------------------------------------------------------------------
+
+class Terminated(BaseException):
+    pass
+
+
+@pytest.fixture
+def sigterm_raises():
+    """A SIGTERM handler like train.py's, put back afterwards."""
+    def handler(signum, frame):
+        raise Terminated()
+    previous = signal.signal(signal.SIGTERM, handler)
+    yield handler
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_during_a_store_write_is_delivered_after_the_write(db, sigterm_raises, signum, raised):
+    run = store.Run(db, "exp", "r")
+    real = run.client.log_batch
+
+    def interrupted_write(*args, **kwargs):
+        signal.raise_signal(signum)  # arrives mid-write: SQLAlchemy would turn it into another error
+        return real(*args, **kwargs)
+
+    run.client.log_batch = interrupted_write
+    with pytest.raises(raised):
+        run.log_metrics({"loss": 0.5}, step=1)
+    assert MlflowClient(db).get_run(run.run_id).data.metrics == {"loss": 0.5}  # the write completed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+def test_a_signal_while_the_handlers_are_swapped_leaves_no_handler_behind(monkeypatch, sigterm_raises):
+    real = signal.signal
+    calls = []
+
+    def signal_then_fire(signum, handler):
+        previous = real(signum, handler)
+        calls.append(signum)
+        if len(calls) == 1:  # SIGINT is now held, SIGTERM still the raising handler
+            signal.raise_signal(signal.SIGTERM)
+        return previous
+
+    monkeypatch.setattr(signal, "signal", signal_then_fire)
+    with pytest.raises(Terminated):
+        with store._interrupts_held():
+            pytest.fail("the body must not run")
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises

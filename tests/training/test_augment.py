@@ -1,0 +1,287 @@
+"""ImageDataGenerator-style augmentation: exact geometry against IDG and scipy, sampling ranges, seeding, tf.data."""
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+tf = pytest.importorskip("tensorflow")
+
+from conftest import SHARED_DATASETS  # noqa: E402
+
+from runner.errors import XrunError  # noqa: E402
+from runner.training.augment import affine_matrices, erasing_settings, make_augmenter, sample_params, transform_images  # noqa: E402
+
+try:
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator, apply_affine_transform
+except ImportError:  # pragma: no cover - depends on the installed Keras
+    ImageDataGenerator = apply_affine_transform = None
+
+pytestmark = pytest.mark.filterwarnings("ignore:Please import `affine_transform`:DeprecationWarning")
+needs_idg = pytest.mark.skipif(apply_affine_transform is None, reason="legacy ImageDataGenerator not importable")
+
+IDENTITY = dict(rotation_deg=0.0, shift_x_px=0.0, shift_y_px=0.0, shear_deg=0.0, zoom_x=1.0, zoom_y=1.0,
+                flip_h=0.0, flip_v=0.0)
+SEED_002 = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, shear_range=0.2,
+                zoom_range=0.1, fill_mode="nearest", gaussian_noise=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """Real MNIST digits as float32 [N, 28, 28, 1] in [0, 1], or an asymmetric synthetic stand-in."""
+    path = SHARED_DATASETS / "mnist.npz"
+    if path.exists():
+        with np.load(path) as data:
+            x = data["x_train"][:512]
+    else:  # pragma: no cover
+        rng = np.random.default_rng(0)
+        x = ndi.gaussian_filter(rng.random((512, 28, 28)), 2) * 255
+        x[:, 4:9, 6:20] = 255
+    return (x.astype(np.float32) / 255.0)[..., None]
+
+
+@pytest.fixture(scope="module")
+def digit(digits) -> np.ndarray:
+    return digits[0]
+
+
+def warp(img: np.ndarray, fill_mode: str = "nearest", **kw) -> np.ndarray:
+    """Our single resampling of one [H, W, C] image with the given affine_matrices parameters."""
+    h, w = img.shape[:2]
+    m = affine_matrices(1, h, w, **{**IDENTITY, **kw})
+    return transform_images(tf.constant(img[None]), m, fill_mode).numpy()[0]
+
+
+def idg(img: np.ndarray, **kw) -> np.ndarray:
+    """The legacy ImageDataGenerator transform for a channels-last image."""
+    return apply_affine_transform(img, row_axis=0, col_axis=1, channel_axis=2, fill_mode="nearest", order=1, **kw)
+
+
+def dot_image() -> np.ndarray:
+    """One bright pixel at row 2, column 6 of a 9x9 image (centre (4, 4)): up and to the right of the centre."""
+    x = np.zeros((9, 9, 1), np.float32)
+    x[2, 6, 0] = 1.0
+    return x
+
+
+def peak(img: np.ndarray) -> tuple[int, int]:
+    r, c = np.unravel_index(np.argmax(img[..., 0]), img.shape[:2])
+    return int(r), int(c)
+
+
+# --- the geometry ---------------------------------------------------------------------------------------------
+
+
+def test_rotation_by_90_degrees_is_exactly_rot90(digit):
+    out = warp(digit, rotation_deg=90.0)
+    np.testing.assert_allclose(out, np.rot90(digit), atol=1e-5)
+    np.testing.assert_allclose(warp(digit, rotation_deg=-90.0), np.rot90(digit, k=-1), atol=1e-5)
+
+
+def test_rotation_by_30_degrees_matches_scipy_rotate(digit):
+    out = warp(digit, rotation_deg=30.0)
+    expected = ndi.rotate(digit[..., 0], 30, reshape=False, order=1, mode="nearest")
+    np.testing.assert_allclose(out[..., 0], expected, atol=1e-4)
+    assert np.abs(out - digit).max() > 0.5  # it did move
+
+
+def test_sign_conventions_on_a_single_dot():
+    x = dot_image()
+    assert peak(warp(x, rotation_deg=90.0)) == (2, 2)  # counter-clockwise on screen
+    assert peak(warp(x, shift_x_px=2.0)) == (2, 4)  # +x samples x + 2: content moves left
+    assert peak(warp(x, shift_y_px=2.0)) == (0, 6)  # +y: content moves up
+    assert peak(warp(x, zoom_x=0.5)) == (2, 8)  # zoom < 1 enlarges, along columns only
+    assert peak(warp(x, zoom_y=0.5)) == (0, 6)  # ... along rows only
+    assert peak(warp(x, flip_h=1.0)) == (2, 2)
+    assert peak(warp(x, flip_v=1.0)) == (6, 6)
+    assert peak(warp(x, shear_deg=30.0))[0] == 2  # shear keeps the row above the centre, moves its column
+
+
+@needs_idg
+@pytest.mark.parametrize("ours, theirs", [
+    (dict(rotation_deg=30.0), dict(theta=30)),
+    (dict(rotation_deg=-7.5), dict(theta=-7.5)),
+    (dict(shift_x_px=3.3), dict(tx=3.3)),
+    (dict(shift_y_px=-2.5), dict(ty=-2.5)),
+    (dict(shear_deg=20.0), dict(shear=20)),
+    (dict(zoom_x=0.8, zoom_y=1.2), dict(zx=0.8, zy=1.2)),
+    (dict(rotation_deg=10.0, shift_x_px=2.0, shift_y_px=-1.4, shear_deg=15.0, zoom_x=0.9, zoom_y=1.1),
+     dict(theta=10, tx=2, ty=-1.4, shear=15, zx=0.9, zy=1.1)),
+])
+def test_matches_idg_apply_affine_transform(digit, ours, theirs):
+    expected = idg(digit, **theirs)
+    out = warp(digit, **ours)
+    assert np.abs(out - digit).max() > 0.1
+    np.testing.assert_allclose(out, expected, atol=1e-4)  # whole image, borders included (fill_mode nearest)
+
+
+@needs_idg
+@pytest.mark.parametrize("mode", ["nearest", "reflect"])
+def test_matches_idg_with_flips_and_fill_modes(digit, mode):
+    gen = ImageDataGenerator(fill_mode=mode)
+    theirs = dict(theta=-12.0, tx=4.0, ty=3.0, shear=8.0, zx=1.25, zy=1.15, flip_horizontal=True, flip_vertical=True)
+    expected = gen.apply_transform(digit.copy(), theirs)
+    out = warp(digit, mode, rotation_deg=-12.0, shift_x_px=4.0, shift_y_px=3.0, shear_deg=8.0, zoom_x=1.25,
+               zoom_y=1.15, flip_h=1.0, flip_v=1.0)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_one_resampling_for_the_whole_batch(digits):
+    """Per-image parameters in one call equal image-by-image calls."""
+    x = digits[:4]
+    p = dict(IDENTITY, rotation_deg=tf.constant([0.0, 10.0, -20.0, 5.0]), shift_x_px=tf.constant([0.0, 1.5, 0, -2]),
+             zoom_y=tf.constant([1.0, 0.9, 1.1, 1.0]))
+    batch = transform_images(tf.constant(x), affine_matrices(4, 28, 28, **p), "nearest").numpy()
+    for i in range(4):
+        one = {k: (v[i] if isinstance(v, tf.Tensor) else v) for k, v in p.items()}
+        np.testing.assert_allclose(batch[i], warp(x[i], **one), atol=1e-6)
+    np.testing.assert_allclose(batch[0], x[0], atol=1e-6)  # identity row is exact
+
+
+# --- the random parameters ------------------------------------------------------------------------------------
+
+
+def test_sampled_angles_cover_the_configured_range():
+    p = sample_params({"rotation_range": 10}, 4096, 28, 28, tf.constant([1, 2]))
+    angles = p["rotation_deg"].numpy()
+    assert angles.shape == (4096,)
+    assert angles.min() >= -10 and angles.max() <= 10
+    assert angles.min() < -9.8 and angles.max() > 9.8 and abs(angles.mean()) < 0.5
+    assert np.histogram(angles, bins=10, range=(-10, 10))[0].min() > 300  # roughly uniform
+    for key in ("shift_x_px", "shift_y_px", "shear_deg"):
+        assert not p[key].numpy().any()
+    assert (p["zoom_x"].numpy() == 1).all() and (p["zoom_y"].numpy() == 1).all()
+
+
+def test_sampled_seed_002_parameters_stay_in_idg_ranges():
+    p = {k: v.numpy() for k, v in sample_params(SEED_002, 4096, 28, 32, tf.constant([3, 4])).items()}
+    assert np.abs(p["shift_x_px"]).max() <= 0.1 * 32 and np.abs(p["shift_x_px"]).max() > 0.09 * 32  # width
+    assert np.abs(p["shift_y_px"]).max() <= 0.1 * 28 and np.abs(p["shift_y_px"]).max() > 0.09 * 28  # height
+    assert np.abs(p["shear_deg"]).max() <= 0.2 and np.abs(p["shear_deg"]).max() > 0.19  # degrees, not radians
+    for key in ("zoom_x", "zoom_y"):
+        assert p[key].min() >= 0.9 and p[key].max() <= 1.1 and p[key].min() < 0.91 and p[key].max() > 1.09
+    assert abs(np.corrcoef(p["zoom_x"], p["zoom_y"])[0, 1]) < 0.1  # drawn independently
+    assert abs(np.corrcoef(p["shift_x_px"], p["shift_y_px"])[0, 1]) < 0.1
+    assert not p["flip_h"].any() and not p["flip_v"].any()
+
+
+def test_zoom_pair_and_flips():
+    p = sample_params({"zoom_range": [0.5, 0.8], "horizontal_flip": True, "vertical_flip": True},
+                      2000, 28, 28, tf.constant([5, 6]))
+    zx = p["zoom_x"].numpy()
+    assert zx.min() >= 0.5 and zx.max() <= 0.8
+    for key in ("flip_h", "flip_v"):
+        f = p[key].numpy()
+        assert set(np.unique(f)) == {0.0, 1.0} and 0.45 < f.mean() < 0.55
+
+
+def test_enabling_one_transform_does_not_change_the_draws_of_another():
+    seed = tf.constant([7, 8])
+    a = sample_params({"rotation_range": 10}, 64, 28, 28, seed)["rotation_deg"]
+    b = sample_params({"rotation_range": 10, "zoom_range": 0.2}, 64, 28, 28, seed)["rotation_deg"]
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# --- make_augmenter -------------------------------------------------------------------------------------------
+
+
+def test_no_op_sections_give_none():
+    assert make_augmenter({}) is None
+    assert make_augmenter(None) is None
+    assert make_augmenter({"rotation_range": 0, "zoom_range": 0, "fill_mode": "constant", "cval": 1.0,
+                           "horizontal_flip": False, "gaussian_noise": 0}) is None
+    assert make_augmenter({"zoom_range": [1, 1]}) is None
+    assert make_augmenter({"gaussian_noise": 0.1}) is not None
+
+
+def test_bad_options_raise_xrun_error():
+    with pytest.raises(XrunError, match="rotation_rnage"):
+        make_augmenter({"rotation_rnage": 10})
+    with pytest.raises(XrunError, match="fill_mode"):
+        make_augmenter({"rotation_range": 10, "fill_mode": "mirror"})
+
+
+def test_same_seed_same_output_other_seed_other_output(digits):
+    augment = make_augmenter(SEED_002)
+    x = tf.constant(digits[:32])
+    a = augment(x, tf.constant([1, 0], tf.int64))
+    b = augment(x, tf.constant([1, 0], tf.int64))
+    c = augment(x, tf.constant([1, 1], tf.int64))
+    assert a.shape == x.shape and a.dtype == tf.float32
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert np.abs(a.numpy() - c.numpy()).mean() > 1e-3
+    assert np.abs(a.numpy() - digits[:32]).mean() > 1e-3
+
+
+def test_dtype_and_single_image_are_preserved(digits):
+    augment = make_augmenter({"rotation_range": 10})
+    half = augment(tf.constant(digits[:4], tf.float16), tf.constant([1, 2]))
+    assert half.dtype == tf.float16 and half.shape == (4, 28, 28, 1)
+    one = augment(tf.constant(digits[0]), tf.constant([1, 2]))
+    assert one.shape == (28, 28, 1)
+
+
+def test_gaussian_noise_is_added_after_the_geometry(digits):
+    seed = tf.constant([11, 12])
+    x = tf.constant(digits[:256])
+    geometric = make_augmenter({k: v for k, v in SEED_002.items() if k != "gaussian_noise"})(x, seed).numpy()
+    noisy = make_augmenter(SEED_002)(x, seed).numpy()
+    diff = noisy - geometric
+    assert abs(diff.std() - 0.05) < 0.002 and abs(diff.mean()) < 0.002
+    assert noisy.min() < 0 and noisy.max() > 1  # not clipped, as IDG
+    only_noise = make_augmenter({"gaussian_noise": 0.05})(x, seed).numpy() - digits[:256]
+    assert abs(only_noise.std() - 0.05) < 0.002
+
+
+def test_tf_function_and_tf_data_parallel_map_equal_eager(digits):
+    augment = make_augmenter(SEED_002)
+    base = tf.constant(1234, tf.int64)
+    x = digits[:500]  # 4 batches of 128 and a short one of 116
+
+    def with_seed(i, images):
+        return augment(images, tf.stack([base, i]))
+
+    ds = (tf.data.Dataset.from_tensor_slices(x).batch(128).enumerate()
+          .map(with_seed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2))
+    piped = np.concatenate([b.numpy() for b in ds])
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in ds]), piped)  # bit-identical on a rerun
+    eager = np.concatenate([with_seed(tf.constant(i, tf.int64), tf.constant(x[i * 128:(i + 1) * 128])).numpy()
+                            for i in range(4)])
+    assert piped.shape == x.shape
+    # Graph and eager kernels may round the matrix entries differently in the last bit: equal to ~1e-6.
+    np.testing.assert_allclose(piped, eager, atol=1e-5)
+
+    traced = tf.function(augment)
+    np.testing.assert_allclose(traced(tf.constant(x[:128]), tf.stack([base, tf.constant(0, tf.int64)])).numpy(),
+                               eager[:128], atol=1e-5)
+
+
+# --- random erasing -------------------------------------------------------------------------------------------
+
+
+def test_erasing_defaults_come_from_the_schema():
+    assert erasing_settings({}) == {"probability": 0.5, "area": [0.02, 0.4], "aspect_ratio": [0.3, 3.3], "value": 0}
+    assert erasing_settings({"probability": 0}) is None
+    assert erasing_settings(None) is None
+    assert make_augmenter({"random_erasing": {"probability": 0}}) is None
+
+
+def test_erasing_sets_one_rectangle_in_about_the_given_share_of_images():
+    x = tf.ones([4000, 28, 28, 1])
+    erased = make_augmenter({"random_erasing": {"probability": 0.3, "area": [0.1, 0.2], "value": -1}})(
+        x, tf.constant([5, 6])).numpy() == -1
+    areas = erased.reshape(len(x), -1).mean(axis=1)
+    assert abs((areas > 0).mean() - 0.3) < 0.03
+    # Whole-pixel sides and clipping move the area a little off [0.1, 0.2] of 784 pixels.
+    assert 0.08 < areas[areas > 0].min() and areas.max() < 0.23 and abs(areas[areas > 0].mean() - 0.15) < 0.01
+    for image in erased[:50, ..., 0]:
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        assert image.sum() == len(rows) * len(cols)  # a filled rectangle, nothing else
+
+
+def test_erasing_comes_last_and_leaves_the_other_draws_alone(digits):
+    seed, x = tf.constant([7, 8]), tf.constant(digits[:64])
+    plain = make_augmenter(SEED_002)(x, seed).numpy()
+    erased = make_augmenter({**SEED_002, "random_erasing": {"probability": 1, "value": 9}})(x, seed).numpy()
+    hit = erased == 9
+    assert hit.reshape(64, -1).any(axis=1).all()
+    np.testing.assert_array_equal(erased[~hit], plain[~hit])
