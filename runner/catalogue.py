@@ -34,9 +34,10 @@ def _entry(path: Path, best: dict) -> dict:
         spec = load_spec(path)
     except XrunError as exc:
         return {**row, "description": f"invalid: {_reason(exc, path)}"}
-    experiment = spec.document["tracking"]["experiment"]
+    experiment = spec.tracking.experiment
     runs, accuracy = best.get((experiment, spec.name), (0, None))
-    row.update(name=spec.name, dataset=spec.document["data"]["dataset"], runs=runs, best_test_acc=accuracy,
+    data = spec.document["data"]  # a built-in dataset's name, or where the own data is
+    row.update(name=spec.name, dataset=data.get("dataset") or f"{data['source']}:{data['path']}", runs=runs, best_test_acc=accuracy,
                description=_first_sentence(spec.document.get("description")))
     try:
         row["params"] = _param_count(spec)

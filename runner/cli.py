@@ -11,6 +11,7 @@ import sys
 import click
 
 from runner.errors import XrunError
+from runner.sweep import GRACE_SECONDS, HEARTBEAT_SECONDS
 from runner.training.settings import import_tensorflow
 
 # Options shared by several commands: one definition, one help text each.
@@ -19,7 +20,18 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 tracking_uri_option = click.option("--tracking-uri", metavar="URI",
                                    help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else sqlite under "
                                         "./mlruns).")
-data_dir_option = click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR",
+
+
+def _existing_data_dir(ctx, param, value):
+    """A --data-dir / $XRUN_DATA_DIR that is not a folder is an error before any run starts, never passed over."""
+    if value:
+        from runner.training.data import data_folder  # NumPy, not TensorFlow
+
+        data_folder(value)
+    return value
+
+
+data_dir_option = click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", callback=_existing_data_dir,
                                help="Folder with the dataset files (also $XRUN_DATA_DIR).")
 TABLE_FORMATS = click.Choice(["table", "csv", "json", "markdown"])
 
@@ -104,12 +116,17 @@ def summary(file, overrides, fmt):
 @click.option("--worker-index", type=int, metavar="I", help="This machine's place in --workers (0 is the chief).")
 @click.option("--backup-dir", metavar="DIR", help="Multi-worker: where the job's state is kept so a restarted "
               "worker resumes (default .xrun-backup/NAME).")
-@click.option("--resume", metavar="RUN_ID", help="Continue a KILLED or FAILED run from its saved model, into the "
-              "same MLflow run.")
+@click.option("--resume", metavar="RUN_ID", help="Continue a run (KILLED, FAILED, dead, or FINISHED with more "
+              "epochs) from its saved model, into the same MLflow run; 8-character prefixes do. Its own --set values "
+              "are kept; new ones go on top.")
+@click.option("--allow-changes", is_flag=True, help="With --resume: go ahead although FILE differs from the config "
+              "the run was trained with (the changes are recorded on the run; another model is never accepted).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+              help="Save the model to the run's local journal every N epochs (0: never), so a kill loses little.")
 @click.option("--parent-run-id", hidden=True, help="Nest the run under this MLflow run (used by sweeps).")
 @click.option("--variant", hidden=True, help="The sweep variant this run is (used by sweeps).")
-def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, resume, parent_run_id,
-        variant):
+def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, resume, allow_changes,
+        checkpoint_every, parent_run_id, variant):
     """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`).
 
     With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
@@ -118,19 +135,45 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     from runner.language.spec import load_spec
 
     spec = load_spec(file, overrides)
+    from runner.records import store
+
+    _echo_synced(store.sync(tracking_uri, only_this=True))  # runs a dead process left: delivered first
+    if resume:  # checked against the run's record before TensorFlow loads or anything is written
+        from runner.resume import plan
+
+        resume = plan(file, list(overrides), resume, tracking_uri, allow_changes)
     _join_cluster(workers, worker_index)
     import_tensorflow()
-    from runner.records import store
     from runner.run import run_experiment
 
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
-                            resume=resume,
+                            resume=resume, checkpoint_every=checkpoint_every,
                             parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
                             tags={"xrun.variant": variant} if variant else None)
     if not result.run_id:  # a non-chief worker: the chief records the run
         click.echo(f"{spec.name}: worker done, test accuracy {result.test_accuracy:.4f}; worker 0 records the run")
         return
     click.echo(_run_summary(spec.name, result, store.ui_command(result.tracking_uri)))
+
+
+def _echo_synced(delivered: list) -> None:
+    for run_id, uri, status in delivered:
+        click.echo(f"xrun sync: run {run_id[:8]} ({uri}): {status}", err=True)
+
+
+@cli.command()
+@tracking_uri_option
+def sync(tracking_uri):
+    """Deliver what runs kept locally because the store failed or their process died: their metrics, files,
+    model checkpoint and end (a run left RUNNING by a killed process ends KILLED). Exits 1 if any is still kept."""
+    from runner.records import store
+
+    delivered = store.sync(tracking_uri)
+    _echo_synced(delivered)
+    if not delivered:
+        click.echo("xrun sync: nothing to deliver", err=True)
+    if any(status.startswith("not delivered") for _, _, status in delivered):
+        raise SystemExit(1)
 
 
 def _join_cluster(workers: str | None, index: int | None) -> None:
@@ -214,19 +257,28 @@ def _plot_runs(runs, path, tracking_uri) -> None:
 @click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="Sweep KEY over these values (repeatable; "
               "replaces that key's grid in the YAML).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Variants to train at once, each in its own process.")
-@click.option("--dry-run", is_flag=True, help="Check and list the variants; train nothing (and load no TensorFlow).")
+              help="Worker processes on this machine, each taking trials from the study.")
+@click.option("--dry-run", is_flag=True, help="Check and list the grid (or the search space); train nothing "
+              "(and load neither TensorFlow nor Optuna).")
+@click.option("--storage", envvar="XRUN_STUDY_STORAGE", metavar="URL", help="The Optuna study's database, shared "
+              "by every machine on the sweep, e.g. postgresql://user:pw@host/db (also $XRUN_STUDY_STORAGE; default: "
+              "sqlite beside the MLflow store).")
+@click.option("--heartbeat", type=click.IntRange(1), default=HEARTBEAT_SECONDS, show_default=True, metavar="SECONDS",
+              help="How often a worker tells the study its trial is alive.")
+@click.option("--grace-period", type=click.IntRange(1), default=GRACE_SECONDS, show_default=True, metavar="SECONDS",
+              help="A trial silent this long is taken as dead (its machine stopped) and retried by a live worker.")
+@click.option("--worker", is_flag=True, hidden=True, help="One of --jobs' processes: no table, no reports.")
 @tracking_uri_option
 @data_dir_option
 @format_option(what="the final table")
-@click.option("--reclaim", is_flag=True, help="Also retry variants left RUNNING by a machine that stopped.")
-def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, reclaim):
-    """Train every variant of FILE (its `sweep:` section and --grid) as child runs of one parent MLflow run.
+def sweep(file, overrides, grid, jobs, dry_run, storage, heartbeat, grace_period, worker, tracking_uri, data_dir,
+          fmt):
+    """Search FILE's `sweep:` section (and --grid) as an Optuna study: each trial is a child run of one parent
+    MLflow run.
 
-    A failing variant is recorded FAILED and the others go on (the command then exits 1); running the same sweep
-    again reuses its parent run, skips the variants that already FINISHED and retries the others. Several
-    machines pointed at one tracking server can run the same sweep at once: each claims a variant before
-    training it, so none runs twice.
+    The same command on several machines (with one --storage) shares the study: Optuna hands out the trials, and a
+    trial whose machine stops is retried by a live one after --grace-period. A failing trial is recorded FAILED and
+    the others go on (the command then exits 1); running the sweep again continues its study.
     """
     from pathlib import Path
 
@@ -234,37 +286,40 @@ def sweep(file, overrides, grid, jobs, dry_run, tracking_uri, data_dir, fmt, rec
 
     if dry_run:
         planned = sw.plan(Path(file), list(overrides), list(grid))
-        for i, v in enumerate(planned, 1):
-            click.echo(f"{i:3d}  {v.key}")
-        click.echo(f"{len(planned)} variants, each checked; nothing trained (dry run)", err=True)
+        lines = sw.describe(planned.space)
+        click.echo("\n".join(lines))
+        what = f"{len(lines)} variants" if planned.space.method == "grid" else "the search space"
+        click.echo(f"{what}, checked; nothing trained (dry run)", err=True)
         return
-    if jobs == 1:  # with --jobs N each variant trains in a process of its own, which loads TensorFlow itself
+    if jobs == 1:  # with --jobs N each worker is a process of its own, which loads TensorFlow itself
         import_tensorflow()
     from runner.records import store
 
     uri = store.tracking_uri(tracking_uri)
-    report = sw.run_sweep(Path(file), list(overrides), list(grid), jobs=jobs, uri=uri, data_dir=data_dir,
-                          progress=lambda line: click.echo(line, err=True), reclaim=reclaim)
-    _sweep_footer(report, store, fmt, uri)
+    report = sw.run_sweep(Path(file), list(overrides), list(grid), uri=uri, storage=storage, jobs=jobs,
+                          data_dir=data_dir, progress=lambda line: click.echo(line, err=True),
+                          heartbeat=heartbeat, grace=grace_period, wrap_up=not worker)
+    if not worker:
+        _sweep_footer(report, store, fmt, uri)
 
 
 def _sweep_footer(report, store, fmt, uri) -> None:
     from runner.records import tables as cmp
 
-    for o in report.outcomes:
-        if o.status == "FAILED":
-            click.echo(f"FAILED: {o.variant.key}: {o.error}", err=True)
-    order = {v.key: i for i, v in enumerate(report.all_variants)}
+    for variant, error in report.failures:
+        click.echo(f"FAILED: {variant}: {error}", err=True)
     runs = sorted(cmp.sweep_children(report.parent_id, uri),
-                  key=lambda r: order.get(r.tags.get("xrun.variant"), len(order)))
-    _print_table(cmp.table(runs, uri=uri), fmt, cmp)
-    failed = [o for o in report.outcomes if o.status == "FAILED"]
-    elsewhere = [o for o in report.outcomes if o.status == "SKIPPED"]
-    finished = len(report.outcomes) - len(failed) - len(elsewhere)
-    click.echo(f"sweep parent run {report.parent_id}: {finished} finished, {len(failed)} failed, "
-               f"{len(report.skipped)} skipped (finished earlier), {len(elsewhere)} run by other processes  "
-               f"(compare: xrun compare {report.parent_id[:8]}; see it: {store.ui_command(uri)})", err=True)
-    if failed:
+                  key=lambda r: (report.order.get(r.tags.get("xrun.variant"), len(report.order)),
+                                 int(r.tags.get("xrun.trial", 0))))
+    if runs:
+        _print_table(cmp.table(runs, uri=uri), fmt, cmp)
+    done = report.done
+    click.echo(f"sweep parent run {report.parent_id}: {done.get('COMPLETE', 0)} finished, {done.get('PRUNED', 0)} "
+               f"pruned, {done.get('FAIL', 0)} failed ({len(report.trained_here)} trained by this process"
+               f"{'' if report.finished else '; trials left: run the sweep again'}); study {report.study_name} in "
+               f"{report.storage}  (compare: xrun compare {report.parent_id[:8]}; see it: {store.ui_command(uri)})",
+               err=True)
+    if report.failures:
         raise SystemExit(1)
 
 
@@ -281,6 +336,119 @@ def ui(host, port, tracking_uri):
     mlflow_ui.check_port_free(host, port)
     click.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C stops it)", err=True)
     raise SystemExit(mlflow_ui.serve(uri, host, port))
+
+
+model_argument = click.argument("model", metavar="MODEL")
+
+
+@cli.command()
+@model_argument
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--top", "-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many of the likeliest classes to show per image.")
+@format_option(click.Choice(["table", "csv", "json"]), "the predictions")
+@tracking_uri_option
+def predict(model, inputs, top_k, fmt, tracking_uri):
+    """Classify INPUT images with MODEL: PNG or JPEG files, folders of them, or .npy arrays of uint8 images.
+
+    \b
+    MODEL is a run id (8 characters will do), a models:/ URI or a .keras file.
+    Images go in as they are stored (uint8 pixels 0-255, the training size): the model scales them itself.
+    """
+    import_tensorflow()
+    from runner import use
+    from runner.records import tables
+
+    loaded = use.load(model, tracking_uri)
+    found = use.predict(loaded, use.read_inputs(list(inputs), loaded.image_shape), top_k)
+    if fmt == "json":
+        click.echo(json.dumps(use.prediction_json(found), indent=2))
+    else:
+        rows = use.prediction_rows(found)
+        click.echo(tables.to_csv(rows) if fmt == "csv" else use.text_table(rows), nl=False)
+
+
+@cli.command()
+@model_argument
+@click.option("--data", metavar="FOLDER|DATASET", help="A folder with one sub-folder of images per class (named "
+              "after the classes), or mnist / fashion_mnist (its test split). Default: the run's own test split.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N images.")
+@click.option("--log/--no-log", default=True, show_default=True,
+              help="Record the evaluation in MLflow, as a run nested under the training run.")
+@format_option(click.Choice(["table", "json"]), "the scores")
+@tracking_uri_option
+@data_dir_option
+def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
+    """Score MODEL on labelled images: loss, accuracy, per-class precision / recall / F1 and the confusion matrix.
+
+    \b
+    MODEL is a run id (8 characters will do), a models:/ URI or a .keras file.
+    The evaluation is recorded as an MLflow run nested under the training run (the confusion matrix as PNG and
+    CSV, per-class scores as CSV), and its metrics are attached to the logged model under the data's name.
+    """
+    import_tensorflow()
+    from runner import evaluate as ev
+    from runner import use
+
+    loaded = use.load(model, tracking_uri)
+    data_set = ev.labelled_data(loaded, data, limit, data_dir)
+    result = ev.evaluate(loaded, data_set)
+    if fmt == "json":
+        click.echo(json.dumps({"model": loaded.label, "data": data_set.name, "images": len(data_set.labels),
+                               **ev.metrics(result), "per_class": result.per_class,
+                               "confusion_matrix": result.matrix.tolist()}, indent=2))
+    else:
+        click.echo(ev.report(loaded, data_set, result), nl=False)
+    if log and loaded.logged is not None:
+        run_id = ev.record(loaded, data_set, result, tracking_uri)
+        click.echo(f"recorded as MLflow run {run_id}, nested under training run {loaded.logged.run_id}", err=True)
+    elif log:
+        click.echo("not recorded in MLflow: a .keras file has no training run", err=True)
+
+
+@cli.command(name="export")
+@model_argument
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), required=True,
+              help="SavedModel (a folder), TFLite or ONNX (needs the export extra: tf2onnx, onnxruntime).")
+@click.option("--quantize", type=click.Choice(["float16", "int8"]),
+              help="TFLite only: float16 weights, or int8 weights and activations (calibrated on training images).")
+@click.option("--output", "-o", type=click.Path(), help="Where to write it (default: NAME[-QUANT].tflite/.onnx, or "
+              "NAME_savedmodel/), with a PATH.json beside it: class names, input, output, the check.")
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--check-images", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Test images the export is checked on against Keras.")
+@click.option("--data", metavar="FOLDER|DATASET", help="Check on these images (as `evaluate --data`); default: the "
+              "run's test split.")
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+              help="Refuse an export whose accuracy on the check images is lower than Keras's by more than this.")
+@tracking_uri_option
+@data_dir_option
+def export_model(model, fmt, quantize, output, force, check_images, data, max_drop, tracking_uri,
+                 data_dir):
+    """Export MODEL as a SavedModel, TFLite or ONNX file that takes raw uint8 images and returns probabilities.
+
+    \b
+    MODEL is a run id (8 characters will do), a models:/ URI or a .keras file.
+    The export is run on --check-images test images before it is put in place: its outputs must match Keras's
+    within a tolerance (1e-4; 2e-2 for float16), and its accuracy change is measured and printed.
+    """
+    import_tensorflow()
+    from pathlib import Path
+
+    from runner import evaluate as ev
+    from runner import export as ex
+    from runner import use
+
+    loaded = use.load(model, tracking_uri)
+    check_data = ev.labelled_data(loaded, data, check_images, data_dir)
+    done = ex.export(loaded, fmt, check_data, quantize=quantize, output=Path(output) if output else None,
+                     force=force, max_drop=max_drop, data_dir=data_dir)
+    c = done.check
+    click.echo(f"wrote {done.path} ({done.bytes / 1024:,.1f} KiB) and {done.description}\n"
+               f"checked on {c.images} images of {check_data.name}: max |difference| from Keras {c.max_difference:.2e}"
+               f"{f' (allowed {c.tolerance:.0e})' if c.tolerance is not None else ''}, same top class on "
+               f"{c.agreement:.2%}; accuracy {c.keras_accuracy:.4f} (Keras) -> {c.exported_accuracy:.4f} "
+               f"({c.exported_accuracy - c.keras_accuracy:+.4f})")
 
 
 @cli.command(name="list")
@@ -305,11 +473,30 @@ def data():
 @data.command()
 @click.argument("dataset")
 @click.option("--data-dir", envvar="XRUN_DATA_DIR", metavar="DIR", help="Where to put it (default: Keras's cache).")
-def pull(dataset, data_dir):
-    """Make sure a verified copy of DATASET (mnist, fashion_mnist) is on this machine."""
+@click.option("--force", is_flag=True, help="Replace a file there that is not the verified dataset.")
+def pull(dataset, data_dir, force):
+    """Make sure a verified copy of DATASET (mnist, fashion_mnist) is on this machine; prints where it is."""
     from runner.training.data import pull as pull_dataset
 
-    click.echo(pull_dataset(dataset, data_dir))
+    pulled = pull_dataset(dataset, data_dir, force=force)
+    if pulled.replaced:
+        click.echo(f"replaced {pulled.replaced} with the verified {dataset} dataset", err=True)
+    click.echo(pulled.path)
+
+
+@data.command(name="export")
+@click.argument("dataset")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["folder", "npz"]), default="folder", show_default=True,
+              help="PNG files in DEST/train/<class>/ and DEST/test/<class>/, or one DEST/<DATASET>.npz.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the first N images of each split.")
+@data_dir_option
+def export(dataset, dest, fmt, limit, data_dir):
+    """Write built-in DATASET out as files, for `source: image_folder` or `source: arrays`; never overwrites."""
+    from runner.training.export import export_dataset
+
+    written, counts = export_dataset(dataset, dest, fmt, limit, data_dir)
+    click.echo(f"wrote {', '.join(f'{n:,} {split}' for split, n in counts.items())} images to {written}")
 
 
 def main(argv: list[str] | None = None) -> int:

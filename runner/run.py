@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import platform
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -20,14 +22,14 @@ import yaml
 from rich.console import Console
 
 from runner import __version__
+from runner import resume as resuming
 from runner.errors import XrunError
-from runner.language.datasets import DATASETS
 from runner.language.spec import Spec
+from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
 from runner.records import plots, store
-from runner.training import build, callbacks, distribute, pipeline
-from runner.training.data import load_dataset
+from runner.training import build, callbacks, distribute, pipeline, sources
 from runner.training.settings import Settings, applied, settings_for
 
 
@@ -65,6 +67,11 @@ class _Job:
     checkpoint: Path | None = None  # a resumed run's saved model, optimizer state included
     initial_epoch: int = 0          # epochs a resumed run had completed
     backup_dir: str | None = None   # where a multi-worker job keeps the state a restarted worker resumes from
+    checkpoint_every: int = 1       # epochs between checkpoints to the journal (0: none)
+    epochs_done: int = 0            # the last epoch completed, counted from the run's start
+    saved_epoch: int = 0            # the epoch the journal's checkpoint holds (0: none yet)
+    complete: bool = False          # everything is logged, the model too: an interrupt now changes nothing
+    resumed: resuming.Plan | None = None
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -72,40 +79,69 @@ class _Job:
 def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
                    console: Console | None = None, quiet: bool = False, parent_run_id: str | None = None,
                    run_name: str | None = None, tags: dict | None = None, backup_dir: str | None = None,
-                   resume: str | None = None,
+                   resume: str | resuming.Plan | None = None, allow_changes: bool = False,
+                   checkpoint_every: int = 1,
                    extra_callbacks: list[keras.callbacks.Callback] = ()) -> Result:
     """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM).
 
     `run_name` and `tags` name a sweep's child run and say which variant it is.
+    `resume` (a run id, a prefix, or a checked resuming.Plan) continues that run from its saved model; the run's
+    recorded config is the truth, `spec`'s file and overrides are checked against it (see runner/resume.py).
+    `checkpoint_every` N epochs the model is saved to the run's local journal (0: never), so a kill loses little.
     `extra_callbacks` are Keras callbacks from code rather than the YAML (notebooks, sweeps, tests); they run
     after xrun's own per-epoch bookkeeping, so they see learning_rate and epoch_seconds in the logs.
     """
     started = time.perf_counter()
-    # The strategy comes first: a multi-worker one must be set up before TensorFlow runs any operation.
-    strategy = distribute.strategy_for(spec.document["training"].get("distribute", "auto"))
     uri = store.tracking_uri(tracking_uri)
-    settings = settings_for(spec.document["training"])
+    if isinstance(resume, str):
+        resume = resuming.plan(spec.path, spec.overrides, resume, uri, allow_changes)
+    spec = resume.spec if resume else spec
+    # The strategy comes first: a multi-worker one must be set up before TensorFlow runs any operation.
+    strategy = distribute.strategy_for(spec.training.distribute)
+    settings = settings_for(spec.training)
     document = _resolved(spec, settings)
-    checkpoint, done_epochs = None, 0
-    if resume:
-        run, checkpoint, done_epochs = store.Run.resume(uri, resume)
-    elif distribute.is_chief():
-        run = store.Run(uri, document["tracking"]["experiment"], run_name or spec.name,
-                           document.get("description", ""), parent_run_id=parent_run_id,
-                           tags={**_static_tags(spec, document, settings), **(tags or {})})
-    else:
-        run = store.NullRun()
-    job = _Job(run, spec, document, settings, console or Console(stderr=True), quiet or not distribute.is_chief(),
-               list(extra_callbacks), strategy=strategy, backup_dir=backup_dir, checkpoint=checkpoint,
-               initial_epoch=done_epochs)
-    with _ends_run(job), applied(settings):
-        if resume:
-            run.set_tags({"xrun.resumed_from_epoch": done_epochs, "xrun.end_reason": ""})
-        else:
-            _log_inputs(job)
-        result = _train(job, data_dir)
+    with applied(settings):
+        with strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
+            model = build_model(spec)  # a model that cannot be built fails here, before any run exists
+        run, checkpoint, done_epochs = _open_run(spec, document, settings, uri, resume, parent_run_id, run_name, tags)
+        job = _Job(run, spec, document, settings, console or Console(stderr=True),
+                   quiet or not distribute.is_chief(), list(extra_callbacks), model=model, strategy=strategy,
+                   backup_dir=backup_dir, checkpoint=checkpoint, initial_epoch=done_epochs,
+                   checkpoint_every=checkpoint_every, epochs_done=done_epochs, saved_epoch=done_epochs,
+                   resumed=resume or None)
+        with _ends_run(job):
+            if resume:
+                _log_resume(job)
+            else:
+                _log_inputs(job)
+            result = _train(job, data_dir)
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+def _open_run(spec: Spec, document: dict, settings: Settings, uri: str, plan: resuming.Plan | None,
+              parent_run_id, run_name, tags) -> tuple:
+    """The MLflow run: reopened (a dead one ended KILLED first) or new; with the saved model and its epoch."""
+    if plan:
+        if plan.status == "RUNNING":
+            store.end_dead(uri, plan.run_id)
+        return store.Run.resume(uri, plan.run_id)
+    if not distribute.is_chief():
+        return store.NullRun(), None, 0
+    run = store.Run(uri, spec.tracking.experiment, run_name or spec.name, document.get("description", ""),
+                    parent_run_id=parent_run_id, tags={**_static_tags(spec, document, settings), **(tags or {})})
+    return run, None, 0
+
+
+def _log_resume(job: _Job) -> None:
+    """What this resume changed, on the run: the config it now runs (the earlier one kept beside it)."""
+    run, plan = job.run, job.resumed
+    run.set_tags({"xrun.resumed_from_epoch": job.initial_epoch, "xrun.end_reason": "",
+                  "xrun.resume_changes": resuming.changes_text(plan.changes) or "none"})
+    if plan.changes:
+        run.log_text(plan.recorded_text, f"config/resolved.before-epoch-{job.initial_epoch + 1}.yaml")
+        run.log_text(yaml.safe_dump(job.document, sort_keys=False), "config/resolved.yaml")
+        run.log_text("\n".join(job.spec.overrides) + "\n", "config/overrides.txt")
 
 
 def _resolved(spec: Spec, settings: Settings) -> dict:
@@ -117,75 +153,146 @@ def _resolved(spec: Spec, settings: Settings) -> dict:
 
 @contextmanager
 def _ends_run(job: _Job):
-    """Whatever happens inside, the MLflow run ends (never stays RUNNING) and the exception goes on unchanged."""
+    """Whatever happens inside, the MLflow run ends (never stays RUNNING) and the exception goes on unchanged.
+
+    What the store does not take stays in the run's journal, and the user is told, in one line, how to deliver it."""
     previous = _terminate_as_interrupt()
     try:
         yield
     except KeyboardInterrupt as exc:
-        _end(job, "KILLED", "interrupted by SIGTERM" if str(exc) == SIGTERM_MESSAGE else "interrupted (Ctrl-C)")
+        if job.complete:  # the model was fully logged: the run is done, whatever came after
+            _end(job, "FINISHED", "")
+        else:
+            _end(job, "KILLED", "interrupted by SIGTERM" if str(exc) == SIGTERM_MESSAGE else "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
         _end(job, "FAILED", f"{type(exc).__name__}: {exc}", error=exc)
         raise
     else:
-        job.run.end("FINISHED")
+        _end(job, "FINISHED", "")
     finally:
         _restore_sigterm(previous)
-        shutil.rmtree(job.run.artifact_dir, ignore_errors=True)
+        store.stopping(False)
+        if isinstance(job.run, store.NullRun):
+            shutil.rmtree(job.run.artifact_dir, ignore_errors=True)
 
 
 SIGTERM_MESSAGE = "SIGTERM"
 
 
-def _terminate_as_interrupt() -> tuple[bool, object]:
-    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED, with what it has saved.
+def _terminate_as_interrupt() -> tuple[bool, dict]:
+    """SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: KILLED, with what it has saved. The first of
+    them stops the run; later ones wait, so a second Ctrl-C never cuts short the saving of the first.
 
-    Returns whether the handler went in, and the handler it replaced.
+    Returns whether the handlers went in, and the handlers they replaced.
     """
+    def patient(signum, frame):
+        print("xrun: stopping; saving the run first (it takes a moment)", file=sys.stderr, flush=True)
+
     def handler(signum, frame):
-        raise KeyboardInterrupt(SIGTERM_MESSAGE)
-    previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, patient)
+        signal.signal(signal.SIGTERM, patient)
+        store.stopping()
+        raise KeyboardInterrupt(SIGTERM_MESSAGE if signum == signal.SIGTERM else "")
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        signal.signal(signal.SIGTERM, handler)
+        for s in previous:
+            signal.signal(s, handler)
     except ValueError:  # not the main thread: leave signals alone
         return False, previous
     return True, previous
 
 
-def _restore_sigterm(installed: tuple[bool, object]) -> None:
+def _restore_sigterm(installed: tuple[bool, dict]) -> None:
     done, previous = installed
     if done:  # None means a handler set outside Python; the default is the nearest we can put back
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def _end(job: _Job, status: str, reason: str, error: BaseException | None = None) -> None:
-    """Save what the run has, as far as possible, then end it; a failure while saving must not hide the
-    original exception, nor leave the run RUNNING."""
+    """Save what the run has to its journal (no signal can cut that short), then deliver it and end the run; a
+    failure while saving must not hide the original exception, nor leave the run RUNNING."""
     if job.display is not None:
         job.display.close()
+    if status == "KILLED":
+        store.stopping()  # a scheduler waits seconds before SIGKILL: a hung store must not take them all
+    if isinstance(job.run, store.NullRun):
+        return
+    with store.interrupts_held():
+        try:
+            if error is not None:
+                _write(job.run.artifact_dir / "error.txt", "".join(traceback.format_exception(error)))
+            _save_partial(job)
+        except Exception as exc:  # noqa: BLE001 - best effort: the run's own exception is the one to report
+            job.console.print(f"xrun: could not save everything of the unfinished run: {type(exc).__name__}: "
+                              f"{exc}", highlight=False, soft_wrap=True)
     try:
-        job.run.set_tags({"xrun.end_reason": reason[:500]})
-        if error is not None:
-            job.run.log_text("".join(traceback.format_exception(error)), "error.txt")
-        _save_partial(job)
-    except Exception as exc:  # noqa: BLE001 - best effort: the run's own exception is the one to report
-        job.console.print(f"xrun: could not save everything of the unfinished run: {type(exc).__name__}: {exc}",
-                          highlight=False, soft_wrap=True)
-    finally:
-        job.run.end(status)
+        _deliver(job, status, reason)
+    except store.StoreFailed as exc:
+        _store_failed(job, exc, status)
+    except KeyboardInterrupt:  # stopped again while delivering: the journal holds the rest
+        job.console.print(f"xrun: stopped while sending run {job.run.run_id[:8]} to the store; the rest is in "
+                          f"{job.run.journal.folder}; deliver it with: {_sync_command(job)}", highlight=False,
+                          soft_wrap=True)
+    if status == "KILLED" and job.saved_epoch:
+        job.console.print(f"xrun: run {job.run.run_id[:8]} stopped after epoch {job.saved_epoch}; resume it with: "
+                          f"{_resume_command(job)}", highlight=False, soft_wrap=True)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _deliver(job: _Job, status: str, reason: str) -> None:
+    """Send the journal's files (the checkpoint, the YAML callbacks' files, error.txt) and end the run."""
+    run = job.run
+    try:
+        if reason:
+            run.set_tags({"xrun.end_reason": reason[:500]})
+        _log_checkpoints(run)
+    except Exception as exc:  # noqa: BLE001 - the journal keeps them; run.end says so
+        run.keep("the run's files", exc)
+    run.end(status, reason[:500])
+
+
+def _store_failed(job: _Job, exc: store.StoreFailed, status: str) -> None:
+    """One line: what failed, where the run and its model are, and the command that delivers them."""
+    message = f"{exc}; deliver it with: {_sync_command(job)}"
+    if status == "FINISHED":
+        raise XrunError(message, where=str(job.spec.path)) from None
+    job.console.print(f"xrun: {message}", highlight=False, soft_wrap=True)
+
+
+def _store_option(job: _Job) -> str:
+    default = store.tracking_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
+    return "" if job.run.uri == default else f" --tracking-uri {job.run.uri}"
+
+
+def _sync_command(job: _Job) -> str:
+    return "xrun sync" + _store_option(job)
+
+
+def _resume_command(job: _Job) -> str:
+    return f"xrun {job.spec.path} --resume {job.run.run_id[:8]}" + _store_option(job)
 
 
 def _save_partial(job: _Job) -> None:
-    """The model as it is (checkpoints/last.keras), plus what the YAML's callbacks have written so far."""
-    if job.model is not None:
-        path = job.run.artifact_dir / "checkpoints" / "last.keras"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        job.model.save(path)
-    _log_checkpoints(job.run)
+    """The model of the last completed epoch is the journal's checkpoint; a model trained past it (checkpoints
+    every N epochs, or none) is saved as it is. A model that never trained from the checkpoint replaces nothing."""
+    if job.model is not None and job.epochs_done > job.saved_epoch:
+        _checkpoint(job, job.epochs_done)
+
+
+def _checkpoint(job: _Job, epoch: int) -> None:
+    with store.interrupts_held():  # a second Ctrl-C waits: a half-written checkpoint would resume nothing
+        job.run.journal.save_model(job.model, epoch)
+    job.saved_epoch = epoch
 
 
 def _static_tags(spec: Spec, document: dict, settings: Settings) -> dict:
-    return {**(document["tracking"].get("tags") or {}),
+    return {**(spec.tracking.tags or {}),
             "xrun.version": __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
             "python.version": platform.python_version(), "device": settings.device,
             "precision": settings.precision, "jit_compile": settings.jit_compile,
@@ -223,13 +330,19 @@ def _log_inputs(job: _Job) -> None:
 
 def _train(job: _Job, data_dir) -> Result:
     data_spec, training = job.document["data"], job.document["training"]
-    dataset = load_dataset(data_spec["dataset"], data_dir)
-    job.run.set_tags({"dataset.fingerprint": dataset.fingerprint, "dataset.source": dataset.source,
-                      **_validation_tags(data_spec)})
+    dataset = sources.load(job.spec, data_dir, job.settings.seed)
+    sources.check_model(job.model, dataset, job.spec)  # before anything trains: shape and class count
+    if dataset.skipped:
+        job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip), "
+                          f"the first: {dataset.skipped[0]}", highlight=False, soft_wrap=True)
+    job.run.set_tags({**dataset.tags(), **_validation_tags(data_spec)})
     splits = pipeline.split(dataset, data_spec)
+    job.run.log_dataset(dataset.name, dataset.source, dataset.fingerprint, dataset.kind,
+                        {"train": len(splits.y_train), "test": len(splits.y_test),
+                         "val": 0 if splits.y_val is None else len(splits.y_val)})
     spe = pipeline.steps_per_epoch(len(splits.x_train), training["batch_size"])
     with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
-        model = job.model = build_model(job.spec)
+        model = job.model  # built before the run was created
         _compile(model, job.document, job.settings, spe)
         if job.checkpoint is not None:
             _restore(model, job.checkpoint)
@@ -262,12 +375,12 @@ def _log_distribution(job: _Job) -> None:
 def _validation_tags(data_spec: dict) -> dict:
     if data_spec.get("validation") == "test":
         return {"xrun.validation": "test set (model selection saw the test data, as in the seed notebook)"}
-    return {"xrun.validation": data_spec.get("validation", "split")}
+    return {"xrun.validation": data_spec["validation"]}
 
 
 def _compile(model, document: dict, settings: Settings, spe: int) -> None:
     model.compile(optimizer=build.optimizer(document["optimizer"], spe, document["training"]["epochs"]),
-                  loss=build.loss(document["loss"]), metrics=list(document.get("metrics", ["accuracy"])),
+                  loss=build.loss(document["loss"]), metrics=list(document["metrics"]),
                   jit_compile=settings.jit_compile, steps_per_execution=settings.steps_per_execution)
 
 
@@ -292,31 +405,48 @@ def _summary_text(info: dict, spec: Spec) -> str:
 
 
 def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
-    document, training = job.document, job.document["training"]
-    one_hot = _one_hot_classes(document)
-    train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training["batch_size"],
-                                      shuffle=training.get("shuffle", True), seed=job.settings.seed,
+    document, training = job.document, job.spec.training
+    one_hot = _one_hot_classes(document, splits)
+    train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training.batch_size,
+                                      shuffle=training.shuffle, seed=job.settings.seed,
                                       augmentation=document.get("augmentation"), one_hot_classes=one_hot)
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
-        splits.x_val, splits.y_val, batch_size=training["batch_size"], one_hot_classes=one_hot)
+        splits.x_val, splits.y_val, batch_size=training.batch_size, one_hot_classes=one_hot)
     if distribute.worker_count() > 1:
         train_ds = distribute.shard_by_data(train_ds)
         val_ds = None if val_ds is None else distribute.shard_by_data(val_ds)
     nan_guard = callbacks.StopOnNaN()
     history = keras.callbacks.History()
-    job.display = callbacks.Display(training["epochs"], spe, job.console, job.quiet)
+    job.display = callbacks.Display(training.epochs, spe, job.console, job.quiet)
     # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
-    # MLflow, the display) sees learning_rate and epoch_seconds.
-    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard,
+    # MLflow, the display) sees learning_rate and epoch_seconds. The epoch's metrics are sent and its checkpoint
+    # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger).
+    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, callbacks.TrackEpochs(job.run), _Checkpoints(job),
            *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
-           callbacks.TrackEpochs(job.run), history, job.display, *_backup(job)]
-    job.model.fit(train_ds, epochs=training["epochs"], steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
+           history, job.display, *_backup(job)]
+    job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
                   initial_epoch=job.initial_epoch,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
                         where=str(job.spec.path), hint="lower optimizer.learning_rate, or add clipnorm")
     return history.history
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """Every `checkpoint_every` epochs, the model and optimizer state go to the run's journal, so a kill (even
+    SIGKILL) loses at most the epochs since; the epoch count is kept whatever the schedule."""
+
+    def __init__(self, job: _Job):
+        super().__init__()
+        self.job = job
+
+    def on_epoch_end(self, epoch, logs=None):
+        job = self.job
+        job.epochs_done = epoch + 1
+        every = job.checkpoint_every
+        if every and job.run.journal is not None and (epoch + 1 - job.initial_epoch) % every == 0:
+            _checkpoint(job, epoch + 1)
 
 
 def _backup(job: _Job) -> list:
@@ -329,26 +459,60 @@ def _backup(job: _Job) -> list:
     return [keras.callbacks.BackupAndRestore(str(folder))]
 
 
-def _one_hot_classes(document: dict) -> int | None:
-    classes = DATASETS[document["data"]["dataset"]]["num_classes"]
+def _one_hot_classes(document: dict, splits: pipeline.Splits) -> int | None:
+    classes = len(splits.class_names)
     return classes if build.wants_one_hot(document["loss"]) else None
 
 
 def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Result:
     run, model, document = job.run, job.model, job.document
     test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=document["training"]["batch_size"],
-                                    one_hot_classes=_one_hot_classes(document))
+                                    one_hot_classes=_one_hot_classes(document, splits))
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
     predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
-    result = _result(run, history, scores, job.initial_epoch)
+    trained = len(history.get("loss", []))
+    history = _whole_history(job, history)
+    result = _result(run, history, scores)
     result.model = model
+    if trained and run.journal is not None:  # the model as it finished (EarlyStopping may have restored another)
+        _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_figures(run, document, dataset, splits, history, predicted)
     _log_checkpoints(run)
-    if document["tracking"].get("log_model", True):
-        sample = pipeline.to_inputs(splits.x_test[:8])
-        result.model_uri = run.log_model(model, sample, model.predict(sample, verbose=0))
+    logged = run.tags.get("xrun.model_uri")
+    with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
+        if job.spec.tracking.log_model and not (logged and not trained):  # a resume that trained nothing logs
+            try:                                                             # no second model
+                result.model_uri = _log_model(run, model, document, dataset, splits.x_test[:8])
+                run.set_tags({"xrun.model_uri": result.model_uri})
+            except Exception as exc:
+                if not store.is_store_error(exc):
+                    raise
+                run.keep("the MLflow model", exc)  # the trained model is in the journal: checkpoints/last.keras
+        job.complete = True
     return result
+
+
+def _whole_history(job: _Job, history: dict) -> dict:
+    """A resumed run's epochs before the resume (from the store) followed by this process's, so the curves, the
+    best epoch and the plots cover the whole run."""
+    if not job.initial_epoch:
+        return history
+    earlier = job.run.epoch_history(job.initial_epoch)
+    keys = list(history) if history.get("loss") else [k for k in earlier if k not in FINAL_METRICS]
+    return {k: earlier.get(k, []) + list(history.get(k, [])) for k in keys}
+
+
+def _log_model(run, model: keras.Model, document: dict, dataset, sample: np.ndarray) -> str:
+    """The model as it is used: raw uint8 images in (training's scaling inside it), class probabilities out, named
+    after the experiment, with its class names and test scores."""
+    served = standalone.standalone(model, sample.shape[1:], document["name"])
+    facts = standalone.metadata(document["name"], dataset.name, dataset.class_names, sample.shape[1:])
+    return run.log_model(served, sample, served.predict(sample, verbose=0), name=document["name"], metadata=facts,
+                         linked_metrics=("test_loss", "test_accuracy"))
+
+
+FINAL_METRICS = ("test_loss", "test_accuracy", "epochs_run", "best_epoch", "best_val_accuracy")
 
 
 def _result(run, history: dict, scores: dict, initial_epoch: int = 0) -> Result:
@@ -373,7 +537,7 @@ def _final_metrics(result: Result) -> dict:
 
 
 def _log_figures(run, document: dict, dataset, splits, history: dict, predicted: np.ndarray) -> None:
-    if not document["tracking"].get("log_images", True):
+    if not document["tracking"]["log_images"]:
         return
     names = list(dataset.class_names)
     run.log_figure(plots.learning_curves(history, title=document["name"]), "plots/learning_curves.png")
@@ -393,8 +557,11 @@ def _matrix_text(matrix: np.ndarray, names: list[str]) -> str:
 
 
 def _log_checkpoints(run) -> None:
-    """What the YAML's ModelCheckpoint and CSVLogger wrote into the run's folder."""
+    """What the YAML's ModelCheckpoint and CSVLogger wrote into the run's folder, the journal's checkpoint
+    (checkpoints/last.keras) and a failed run's error.txt."""
     for path in sorted(run.artifact_dir.glob("checkpoints/*")):
-        run.log_file(path, "checkpoints")
-    for path in sorted(run.artifact_dir.glob("history.csv")):
-        run.log_file(path)
+        if ".partial" not in path.name:  # a save cut short by a kill is no checkpoint
+            run.log_file(path, "checkpoints")
+    for name in ("history.csv", "error.txt"):
+        for path in sorted(run.artifact_dir.glob(name)):
+            run.log_file(path)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from runner.training.data import keras_cache_dir
+
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = str(REPO.parent / "shared" / "datasets")
+# The --data-dir the training tests pass: $XRUN_DATA_DIR (conftest points it at an offline copy where there is
+# one), else the Keras cache, which the loader fills from its verified sources on first use and then reads.
+DATA_DIR = os.environ.get("XRUN_DATA_DIR") or str(keras_cache_dir())
+if not os.environ.get("XRUN_DATA_DIR"):
+    os.makedirs(DATA_DIR, exist_ok=True)  # a --data-dir must exist; the loader looks past an empty one
 MNIST_FINGERPRINT = "c473ce9de4170e6f"
 
 # Conv2D(4, 3) + MaxPool + Flatten + Dense(10): (3*3*1*4 + 4) + (13*13*4*10 + 10) = 40 + 6770 parameters.

@@ -34,3 +34,47 @@ def test_reproduce_appends_a_row_with_the_seeds_numbers(tmp_path, capsys):
     points = (row["xrun_test_accuracy"] - 0.9929) * 100
     assert (f"| model3 | 1 | 99.29 % | {row['xrun_test_accuracy'] * 100:.2f} % | {points:+.2f} | 0.0309 |"
             in capsys.readouterr().out)
+
+
+def bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_are_counted_per_layer_from_the_built_model():
+    from runner.language.spec import load_spec
+    from runner.model.compiler import build_model
+
+    flops = bench_module("flops")
+    model = build_model(load_spec(REPO / "experiments" / "model1.yaml"))
+    by_layer = flops.forward_flops(model)
+    # model1: 28x28x1 -> conv 5x5x32 (24x24) -> pool -> conv 5x5x64 (8x8) -> pool -> 1024 -> 512 -> 128 -> 10.
+    assert by_layer["conv2d"] == 2 * 5 * 5 * 1 * 32 * 24 * 24 == 921_600
+    assert by_layer["conv2d_1"] == 2 * 5 * 5 * 32 * 64 * 8 * 8 == 6_553_600
+    assert by_layer["dense"] == 2 * 1024 * 512
+    assert by_layer["dense_2"] == 2 * 128 * 10
+    assert by_layer["max_pooling2d"] == 2 * 2 * 12 * 12 * 32
+    assert flops.training_flops_per_image(model) == 3 * sum(by_layer.values())
+    assert flops.largest_conv(model).name == "conv2d_1"
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_runs_every_step_on_the_cpu(tmp_path):
+    import subprocess
+
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([str(REPO / "bench" / "gpu.sh"), "--smoke", "--models", "model4", "--out", str(out),
+                           "--tracking-uri", store_uri(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True and result["device_check"]["passed"] is None  # no GPU: nothing to check
+    assert result["device_check"]["used"] == {"precision": "float32", "jit_compile": "false",
+                                              "steps_per_execution": "1"}
+    assert set(result["overhead"]["rows"]) == {"overhead", "overhead_step"}
+    [row] = result["reproductions"]
+    assert (row["model"], row["epochs"]) == ("model4", 1)
+    run = client(store_uri(tmp_path)).get_run(row["run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(row["xrun_test_accuracy"])
+    assert "| model4 | 1 | 99.37 % |" in done.stdout

@@ -38,6 +38,8 @@ PARAMS = {
     "fast_mnist": (96_938, 96_554, 384),
     "best_mnist": (403_722, 403_338, 384),
     "best_fashion": (289_066, 288_170, 896),
+    # Issue 14: own data, PNG class folders (builds without the folder: image_size and color_mode give the shape).
+    "folder_digits": (12_810, 12_810, 0),
 }
 
 

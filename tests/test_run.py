@@ -206,8 +206,8 @@ def test_the_logged_model_loads_back_and_predicts_like_the_trained_one(finished)
                                                      output_format="list") if m.source_run_id == run_id]
     assert [m.model_uri for m in models] == [result.model_uri]
     loaded = mlflow.keras.load_model(result.model_uri)
-    images = to_inputs(load_dataset("mnist", DATA_DIR).x_test[:5])
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), result.model.predict(images, verbose=0),
+    raw = load_dataset("mnist", DATA_DIR).x_test[:5]  # the logged model takes raw uint8 images (it scales them)
+    np.testing.assert_allclose(loaded.predict(raw, verbose=0), result.model.predict(to_inputs(raw), verbose=0),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -324,13 +324,13 @@ def test_an_exception_in_training_fails_the_run_and_propagates_unchanged(tmp_pat
 
 
 def test_an_exception_before_training_fails_the_run_and_a_failure_to_save_does_not_hide_it(tmp_path, monkeypatch):
-    def broken_loader(name, data_dir=None):
+    def broken_loader(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     def broken_save(job):
         raise OSError("no space left")
 
-    monkeypatch.setattr(run_module, "load_dataset", broken_loader)
+    monkeypatch.setattr(run_module.sources, "load", broken_loader)
     monkeypatch.setattr(run_module, "_save_partial", broken_save)
     path = write_experiment(tmp_path)
     terminal = io.StringIO()
@@ -355,9 +355,13 @@ def test_ctrl_c_mid_epoch_kills_the_run_and_keeps_metrics_and_checkpoints(tmp_pa
         train(path, extra_callbacks=[At(2, 3, raise_(KeyboardInterrupt()))], quiet=False,
               console=Console(file=terminal, force_terminal=True, width=120))
     shown = terminal.getvalue()
-    assert HIDE_CURSOR in shown and shown.rstrip("\n").endswith(SHOW_CURSOR)  # the live bars were stopped
+    bars, _, after = shown.rpartition(SHOW_CURSOR)
+    assert HIDE_CURSOR in bars  # the live bars were stopped, then the run says how to resume it
     uri = store_uri(tmp_path)
     run, reason, artifacts = ended(uri)
+    short = run.info.run_id[:8]
+    assert after.strip() == (f"xrun: run {short} stopped after epoch 1; resume it with: "
+                             f"xrun {path} --resume {short} --tracking-uri {uri}")
     assert run.info.status == "KILLED" and reason == "interrupted (Ctrl-C)"
     assert {"checkpoints/last.keras", "checkpoints/best.keras", "history.csv"} <= artifacts
     assert "error.txt" not in artifacts
@@ -552,8 +556,89 @@ def test_resume_continues_a_killed_run_into_the_same_run(tmp_path):
     assert result.epochs_run == 3 and run.data.metrics["test_accuracy"] == pytest.approx(result.test_accuracy)
 
 
-def test_resume_refuses_a_finished_run(tmp_path):
+def killed_run(tmp_path, doc=INTERRUPTED_DOC, overrides=()):
+    """A run stopped by Ctrl-C in epoch 2 (its epoch-1 checkpoint in the store): (path, uri, run id)."""
+    path = write_experiment(tmp_path, doc)
+    with pytest.raises(KeyboardInterrupt):
+        train(path, list(overrides), extra_callbacks=[At(2, 3, raise_(KeyboardInterrupt()))])
+    uri = store_uri(tmp_path)
+    return path, uri, only_run(uri).info.run_id
+
+
+def test_resume_refuses_a_finished_run_with_nothing_left_to_train(tmp_path):
     path = write_experiment(tmp_path, experiment(training={"epochs": 1, "batch_size": 64, "seed": 1}))
     finished = train(path)
-    with pytest.raises(XrunError, match=r"is FINISHED; only a KILLED or FAILED run can be resumed"):
+    with pytest.raises(XrunError) as caught:
         train(path, resume=finished.run_id)
+    assert caught.value.format() == (f"run {finished.run_id[:8]} is FINISHED after 1 epochs; there is nothing left "
+                                     "to train; to train it further, add --set training.epochs=N with N > 1")
+
+
+def test_resume_extends_a_finished_run_from_its_final_weights_into_the_same_run(tmp_path):
+    path = write_experiment(tmp_path, experiment(training={"epochs": 2, "batch_size": 64, "seed": 1}))
+    first = train(path)
+    result = train(path, ["training.epochs=4"], resume=first.run_id[:8])
+    uri = store_uri(tmp_path)
+    run = only_run(uri)
+    assert run.info.run_id == first.run_id == result.run_id and run.info.status == "FINISHED"
+    losses = history(uri, run.info.run_id, "loss")  # steps 1..4, each once
+    assert losses[:2] == [float(v) for v in first.history["loss"]]
+    assert losses[2] < losses[0] and losses[2] < 1.5 * losses[1]  # trained on from epoch 2's weights, not reset
+    assert result.epochs_run == 4 and result.history["loss"] == pytest.approx(losses)  # curves cover every epoch
+    assert run.data.tags["xrun.resume_changes"] == "training.epochs: 2 -> 4"
+    assert run.data.tags["xrun.checkpoint_epoch"] == "4" and run.data.metrics["epochs_run"] == 4
+    assert yaml.safe_load(artifact_text(uri, run.info.run_id, "config/resolved.yaml"))["training"]["epochs"] == 4
+    assert artifact_text(uri, run.info.run_id, "config/overrides.txt") == "training.epochs=4\n"
+
+
+def test_resume_refuses_another_model_before_anything_is_loaded_or_written(tmp_path):
+    path, uri, run_id = killed_run(tmp_path)
+    before = artifact_file(uri, run_id, "checkpoints/last.keras", tmp_path / "before").read_bytes()
+    wider = INTERRUPTED_DOC["model"]["layers"][0] | {"filters": 8}
+    other = write_experiment(tmp_path, dict(INTERRUPTED_DOC, model={"layers": [
+        wider, *INTERRUPTED_DOC["model"]["layers"][1:]]}), name="other.yaml")
+    with pytest.raises(XrunError) as caught:
+        train(other, resume=run_id)
+    line = other.read_text().splitlines().index("  - type: Conv2D") + 1  # the filters line is the next
+    assert caught.value.format() == (
+        f"{other}:{line + 1}:14: run {run_id[:8]} trained another model: model.layers.0.filters 4 -> 8; resume it "
+        "with the file it ran (its config/resolved.yaml), or start a new run without --resume")
+    run = client(uri).get_run(run_id)
+    assert run.info.status == "KILLED" and "xrun.resumed_from_epoch" not in run.data.tags
+    assert artifact_file(uri, run_id, "checkpoints/last.keras", tmp_path / "after").read_bytes() == before
+
+
+def test_resume_refuses_a_changed_file_unless_changes_are_allowed_and_then_records_them(tmp_path):
+    path, uri, run_id = killed_run(tmp_path)
+    changed = dict(INTERRUPTED_DOC, data={"dataset": "mnist", "limit": 384, "validation": "test"})
+    write_experiment(tmp_path, changed)
+    with pytest.raises(XrunError) as caught:
+        train(path, resume=run_id)
+    assert caught.value.format() == (
+        f"{path} differs from the config run {run_id[:8]} was trained with: data.limit 512 -> 384; pass "
+        "--allow-changes to resume with these changes (they are recorded on the run), or undo them")
+    assert client(uri).get_run(run_id).info.status == "KILLED"
+    result = train(path, resume=run_id, allow_changes=True)
+    run = client(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and result.epochs_run == 3
+    assert run.data.tags["xrun.resume_changes"] == "data.limit: 512 -> 384"
+    assert run.data.params["data.limit"] == "512"  # params cannot change in MLflow: the tag and configs say it
+    assert yaml.safe_load(artifact_text(uri, run_id, "config/resolved.before-epoch-2.yaml"))["data"]["limit"] == 512
+
+
+def test_resume_keeps_the_runs_own_overrides_and_takes_an_id_prefix(tmp_path):
+    path, uri, run_id = killed_run(tmp_path, overrides=["training.epochs=4"])
+    result = train(path, resume=run_id[:8])  # the file says 3 epochs; the run was started with 4
+    run = client(uri).get_run(run_id)
+    assert result.run_id == run_id and result.epochs_run == 4 and len(history(uri, run_id, "loss")) == 4
+    assert run.data.tags["xrun.resume_changes"] == "none"
+
+
+def test_an_interrupted_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
+    doc = dict(INTERRUPTED_DOC, callbacks=[], training={"epochs": 3, "batch_size": 64, "seed": 1, "shuffle": False})
+    (tmp_path / "whole").mkdir()
+    whole = train(write_experiment(tmp_path / "whole", doc))
+    path, uri, run_id = killed_run(tmp_path, doc)
+    resumed = train(path, resume=run_id)
+    assert resumed.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-5)
+    assert resumed.test_loss == pytest.approx(whole.test_loss, rel=1e-5)

@@ -54,6 +54,8 @@ def _merge(base, over, path: Path_) -> tuple:
 
     Also returns the paths whose base content was replaced, so their old locations can be dropped.
     """
+    if isinstance(base, str) and isinstance(over, dict) and "type" not in over:
+        base = {"type": base}  # a bare name (`loss: X`, `optimizer: X`) is {type: X}: arguments merge onto it
     if not (isinstance(base, dict) and isinstance(over, dict)) or _other_type(base, over):
         return copy.deepcopy(over), [path]
     out, dropped = copy.deepcopy(base), []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from runner.errors import Location, XrunError, did_you_mean
+from runner.language import schema
 from runner.language.source import Path_, dotted
 
 INPUT = "input"  # the model's input; inside a block, the block's input
@@ -40,7 +41,8 @@ class Graph:
 
 
 Locate = Callable[..., "Location | None"]
-CheckItem = Callable[[dict, Path_, str], None]  # (layer or block use, its path, "block 'x' at ..." or "")
+# (layer or block use, its path, "block 'x' at ..." or "") -> the item to expand (defaults filled), or None: as is
+CheckItem = Callable[[dict, Path_, str], "dict | None"]
 
 
 def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: CheckItem | None = None) -> Graph:
@@ -49,12 +51,17 @@ def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: 
     `check_item` checks each layer and block use as it is expanded: a block's layers are only concrete (their
     params filled in) here, so only here can they be checked, and they must be before they are used.
     """
-    expander = _Expander(model.get("blocks") or {}, locate, check_item or (lambda item, path, via: None))
+    expander = _Expander(model.get("blocks") or {}, locate, check_item or _with_defaults)
     last = expander.items(model["layers"], ("model", "layers"), INPUT, prefix="", via="", depth=0)
     outputs = _as_list(model.get("outputs")) or [last]
     graph = Graph(expander.nodes, outputs, expander.aliases, expander.entries)
     _Checker(graph, locate, merge_types).run()
     return graph
+
+
+def _with_defaults(item, path: Path_, via: str):
+    """Without a checker, items still get the schema's defaults (a block use's `repeat`)."""
+    return schema.with_defaults(item, "#/$defs/model_item")
 
 
 def _as_list(value) -> list:
@@ -82,8 +89,7 @@ class _Expander:
 
     def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int) -> str:
         """Expand a list of layers/blocks; returns the name of the last layer."""
-        for i, item in enumerate(items):
-            self.check_item(item, path + (i,), via)
+        items = [self.check_item(item, path + (i,), via) or item for i, item in enumerate(items)]
         # Every name in the list is known up front, so `inputs` may also name a layer listed further down.
         renames = {item["name"]: f"{prefix}{item['name']}" for item in items if item.get("name", INPUT) != INPUT}
         renames[INPUT] = prev
@@ -144,9 +150,9 @@ class _Expander:
             raise XrunError(f"block '{item['block']}' uses itself", where=self.locate(path + ("block",)),
                             path=dotted(path + ("block",)), hint="a block may not contain itself")
         self.stack.append(item["block"])
-        for r in range(item.get("repeat", 1)):
+        for r in range(item["repeat"]):
             inner = _substitute(block["layers"], params, ("model", "blocks", item["block"], "layers"), self.locate)
-            rep_prefix = f"{name}_" if item.get("repeat", 1) == 1 else f"{name}_{r + 1}_"
+            rep_prefix = f"{name}_" if item["repeat"] == 1 else f"{name}_{r + 1}_"
             start = self.items(inner, ("model", "blocks", item["block"], "layers"), start, rep_prefix,
                                here_via, depth + 1)
         self.stack.pop()

@@ -81,14 +81,9 @@ def layer_types() -> list[str]:
     return list(definition("#/$defs/layer_type")["enum"])
 
 
-# Keras layers that exist but that an experiment may not name, with the reason a user is told.
-REFUSED_LAYERS = {
-    "Lambda": "it runs Python code, and an experiment file holds data only",
-    "TFSMLayer": "it loads and runs a saved model's code, and an experiment file holds data only",
-    "InputLayer": "the model input is made for you (set model.input_shape to change its shape)",
-    "Layer": "it is the abstract base class of all layers",
-    "InputSpec": "it is not a layer",
-}
+# Keras layers that exist but that an experiment may not name, with the reason a user is told: the schema's
+# `x-refused` annotation on KerasLayer's class_name.
+REFUSED_LAYERS: dict[str, str] = definition("#/$defs/layers/KerasLayer")["properties"]["class_name"]["x-refused"]
 
 
 @lru_cache(maxsize=1)
@@ -99,7 +94,8 @@ def _enum_words() -> dict:
              "initializer": d["initializer"]["enum"], "optimizer": d["optimizer"]["properties"]["type"]["enum"],
              "loss": d["loss"]["then"]["enum"], "callback": d["callback"]["properties"]["type"]["enum"],
              "learning-rate schedule": d["schedule"]["properties"]["type"]["enum"],
-             "dataset": schema()["properties"]["data"]["properties"]["dataset"]["enum"]}
+             "dataset": definition("#/$defs/data_sources/builtin")["properties"]["dataset"]["enum"],
+             "data source": schema()["properties"]["data"]["properties"]["source"]["enum"]}
     return {tuple(options): word for word, options in words.items()}
 
 
@@ -120,9 +116,9 @@ def _misspelt(errors: list) -> set:
     out = set()
     for err in errors:
         if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
-            allowed = _allowed_keys(err.schema)
+            allowed = _allowed_keys(err.schema, err.instance)
             for key in err.instance:
-                if key not in allowed and (near := _closest(key, allowed)):
+                if key not in allowed and (near := _renamed_argument(key, allowed) or _closest(key, allowed)):
                     out.add((tuple(err.absolute_path), near))
     return out
 
@@ -134,12 +130,15 @@ def _closest(word: str, choices: list[str]) -> str | None:
     return by_lower.get(word.lower()) or (by_lower[close[0]] if close else None)
 
 
+_DISPATCH_KEYS = (("type",), ("source",))  # the keys that pick a branch: a layer's type, the data's source
+
+
 def _without_noise(errors: list) -> list:
     """Drop the echoes of a more basic problem: an unknown `type` makes every other key look unexpected."""
     bad_types = {tuple(e.absolute_path)[:-1] for e in errors
-                 if e.validator == "enum" and tuple(e.absolute_path)[-1:] == ("type",)}
+                 if e.validator == "enum" and tuple(e.absolute_path)[-1:] in _DISPATCH_KEYS}
     return [e for e in errors
-            if not any(tuple(e.absolute_path)[:len(p)] == p and tuple(e.absolute_path)[len(p):] != ("type",)
+            if not any(tuple(e.absolute_path)[:len(p)] == p and tuple(e.absolute_path)[len(p):] not in _DISPATCH_KEYS
                        for p in bad_types)]
 
 
@@ -179,6 +178,8 @@ def _enum(err, path):
         yield path, False, f"the layer type '{value}' is not allowed", REFUSED_LAYERS[value]
         return
     hint = did_you_mean(str(value), [str(o) for o in options]) if isinstance(value, str) else None
+    if what == "layer type" and isinstance(value, str) and value in KERAS_LAYER_NAMES:
+        hint = _renamed_layer_hint(value)
     expected = "expected one of: " + ", ".join(_show(o) for o in options[:40]) + (" ..." if len(options) > 40 else "")
     if err.validator == "const":
         expected = f"expected {_show(options[0])}"
@@ -197,26 +198,71 @@ def _required(err, path, skip=frozenset()):
             yield path, False, f"missing required key '{name}'", f"add '{name}:' here"
 
 
+# Keras habits, kept in this one place. Layers that Keras 2 (or a Keras alias) names otherwise: the name here,
+# and what else to change. Every new name is a layer type of the schema (tests/language/test_spec.py checks).
+KERAS_LAYER_NAMES = {
+    "Convolution2D": ("Conv2D", ""), "AtrousConvolution2D": ("Conv2D", " with dilation_rate"),
+    "SeparableConvolution2D": ("SeparableConv2D", ""), "Deconvolution2D": ("Conv2DTranspose", ""),
+    "Deconv2D": ("Conv2DTranspose", ""), "MaxPool2D": ("MaxPooling2D", ""), "AvgPool2D": ("AveragePooling2D", ""),
+    "GlobalMaxPool2D": ("GlobalMaxPooling2D", ""), "GlobalAvgPool2D": ("GlobalAveragePooling2D", ""),
+    "Merge": ("Concatenate", " (or Add, Multiply, Average, Maximum) with its inputs"),
+    "ThresholdedReLU": ("ReLU", " with threshold"),
+}
+# Arguments that Keras 2 named otherwise, with their Keras 3 names (suggested only where that name is allowed).
+KERAS_ARGUMENT_NAMES = {
+    "lr": "learning_rate", "nb_epoch": "epochs", "nb_epochs": "epochs", "nb_filter": "filters",
+    "nb_row": "kernel_size", "nb_col": "kernel_size", "output_dim": "units", "border_mode": "padding",
+    "subsample": "strides", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
+    "b_regularizer": "bias_regularizer", "p": "rate", "atrous_rate": "dilation_rate", "bias": "use_bias",
+}
+# Where a Keras layer takes its input shape, an experiment's layers take the model's input (from the data).
+_INPUT_ARGUMENTS = ("input_shape", "input_dim", "batch_input_shape", "batch_shape")
+
+
+def _renamed_layer_hint(old: str) -> str:
+    new, more = KERAS_LAYER_NAMES[old]
+    return f"'{old}' is the Keras 2 name or an alias of {new}: write type: {new}{more}"
+
+
+def _renamed_argument(key: str, allowed: list[str]) -> str | None:
+    new = KERAS_ARGUMENT_NAMES.get(key)
+    return new if new in allowed else None
+
+
+def habit_hint(key: str, allowed: list[str]) -> str | None:
+    """What to write instead of a Keras habit, or None if `key` is not one here."""
+    if key in _INPUT_ARGUMENTS and "inputs" in allowed:  # on a layer
+        return "a layer's input comes from the data: remove it (model.input_shape gives the model another shape)"
+    if key == "decay" and "learning_rate" in allowed:  # Keras 2's learning-rate decay of optimizers
+        return ("Keras 3 optimizers have no 'decay': give learning_rate a schedule, e.g. "
+                "{type: ExponentialDecay, initial_learning_rate: 0.001, decay_rate: 0.96}")
+    new = _renamed_argument(key, allowed)
+    return f"'{key}' is the Keras 2 name: write '{new}'" if new else None
+
+
 # Keras arguments counted in steps that an experiment gives in epochs (the trainer converts them).
 _IN_EPOCHS = {"decay_steps": "decay_epochs", "warmup_steps": "warmup_epochs", "boundaries": "boundaries_epochs"}
 
 
 def _unexpected(err, path):
-    allowed = _allowed_keys(err.schema)
+    allowed = _allowed_keys(err.schema, err.instance)
     for key in err.instance:
         if key not in allowed:
             hint = did_you_mean(key, allowed) or ("allowed keys: " + ", ".join(sorted(allowed)) if allowed else None)
             if _IN_EPOCHS.get(key) in allowed:
                 hint = f"an experiment counts in epochs: use '{_IN_EPOCHS[key]}'"
+            hint = habit_hint(key, allowed) or hint
             owner = err.instance.get("type") if isinstance(err.instance.get("type"), str) else None
             where = f" for {owner}" if owner else ""
             yield path + (key,), True, f"unknown key '{key}'{where}", hint
 
 
-def _allowed_keys(sub: dict) -> list[str]:
+def _allowed_keys(sub: dict, instance=None) -> list[str]:
     keys = list(sub.get("properties", {}))
     if "$ref" in sub:
         keys += list(definition(sub["$ref"]).get("properties", {}))
+    if "allOf" in sub and isinstance(instance, dict):  # keys of the branch the value takes (data: its source's)
+        keys += [k for k in _concrete(sub, instance).get("properties", {}) if k not in keys]
     return keys
 
 
@@ -328,16 +374,37 @@ def _describe_schema(sub: dict, plural: bool = False) -> str:
 
 
 def default_sections(document: dict) -> dict:
-    """A copy of the document with the schema's `default`s filled in for absent keys of its sections."""
+    """A copy of the document with every schema `default` filled in where its key is absent.
+
+    At every depth: a section left out whose schema defaults to `{}` (tracking) gets its own defaults too, and
+    list items (callbacks, layers, block uses) get those of the branch their `type` or form picks (a schedule's
+    inside `oneOf`, a callback's, a block use's `repeat`).
+    """
     return _with_defaults(document, schema())
 
 
+def with_defaults(value, pointer: str):
+    """`value` with the defaults of the schema at `pointer` filled in (a block's layers, once its params are)."""
+    return _with_defaults(value, definition(pointer))
+
+
+def form_of(pointer: str, value) -> dict:
+    """The schema at `pointer` as it applies to `value`: the branch its `type` (or `source`, or form) picks."""
+    return _form_of(definition(pointer), value)
+
+
 def _with_defaults(value, sub: dict):
-    sub = definition(sub["$ref"]) if "$ref" in sub else sub
-    if not isinstance(value, dict) or "properties" not in sub:
+    sub = _form_of(sub, value)
+    if sub.get("x-keras-defaults"):  # a layer's: Keras applies them itself, and the config stays as written
+        return value
+    if isinstance(value, list) and isinstance(sub.get("items"), dict):
+        return [_with_defaults(item, sub["items"]) for item in value]
+    if not isinstance(value, dict):
         return value
     out = dict(value)
-    for key, prop in sub["properties"].items():
+    for key, prop in sub.get("properties", {}).items():
+        if not isinstance(prop, dict):
+            continue
         if key not in out and "default" in prop:
             out[key] = json.loads(json.dumps(prop["default"]))
         if key in out:
@@ -345,23 +412,72 @@ def _with_defaults(value, sub: dict):
     return out
 
 
+_BRANCHING = ("$ref", "if", "then", "else", "allOf", "oneOf", "anyOf")
+
+
+def _form_of(sub: dict, value) -> dict:
+    """`sub` as it applies to `value`: references followed and the branches that `value` takes folded in."""
+    out = {k: v for k, v in sub.items() if k not in _BRANCHING}
+    for part in _branches(sub, value):
+        out = _combine(_form_of(part, value), out)
+    return out
+
+
+def _branches(sub: dict, value):
+    if "$ref" in sub:
+        yield definition(sub["$ref"])
+    if "if" in sub:
+        branch = sub.get("then") if _holds(sub["if"], value) else sub.get("else")
+        yield from [branch] if isinstance(branch, dict) else []
+    table = _dispatch_table(sub.get("allOf"))
+    if table is not None:  # `type` picks one branch: no need to test all thirty
+        kind = value.get("type") if isinstance(value, dict) else None
+        yield from [{"$ref": table[kind]}] if isinstance(kind, str) and kind in table else []
+    else:
+        for part in sub.get("allOf", []):
+            yield from _branches(part, value) if "if" in part else [part]
+    for key in ("oneOf", "anyOf"):  # the first alternative the value fits (a checked value fits one)
+        yield from [alt for alt in sub.get(key, []) if _holds(alt, value)][:1]
+
+
+def _holds(condition: dict, value) -> bool:
+    return _condition_validator(json.dumps(condition, sort_keys=True)).is_valid(value)
+
+
+@lru_cache(maxsize=256)
+def _condition_validator(text: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**json.loads(text), "$defs": schema()["$defs"]})
+
+
 def property_schema(path: Path_, document=None) -> dict | None:
     """The schema that governs `path` (used to type command-line overrides), or None if the path is unknown.
 
-    Where the schema depends on a `type` (an optimizer's arguments, a layer's), the value of `document` along
-    the path picks the branch.
+    The value of `document` along the path picks the branch where the schema depends on it (an optimizer's `type`
+    picks its arguments; a learning rate is a number or a schedule). Where the path goes on into the keys or items
+    of a value that has none (yet), the form that has them answers: a bare name `Adam` stands for {type: Adam}.
     """
-    sub, value = _concrete(schema(), document), document
+    found = _walk(path, document)
+    return _concrete(*found) if found else None
+
+
+def _walk(path: Path_, document) -> tuple[dict, object] | None:
+    """The schema at `path`, its branches not yet chosen, and the value there; None if the path is unknown."""
+    sub, value = schema(), document
     for part in path:
+        sub = _child(_concrete(sub, _stand_in(value, part)), part)
         value = _step(value, part)
-        if isinstance(part, int):
-            sub = sub.get("items") if sub.get("type") == "array" or "items" in sub else None
-        else:
-            sub = _child(sub, part)
         if not isinstance(sub, dict):
             return None
-        sub = _concrete(sub, value)
-    return sub
+    return sub, value
+
+
+def _stand_in(value, part):
+    """`value` in the form that has `part`: a list for an index, else a mapping (a bare name as its `type`)."""
+    if isinstance(part, int):
+        return value if isinstance(value, list) else []
+    if isinstance(value, dict):
+        return value
+    return {"type": value} if isinstance(value, str) else {}
 
 
 def _step(value, part):
@@ -370,8 +486,10 @@ def _step(value, part):
     return value.get(part) if isinstance(value, dict) else None
 
 
-def _child(sub: dict, key: str):
-    """The schema of key `key` in a mapping governed by `sub`; {} where any key goes, None where none may."""
+def _child(sub: dict, key):
+    """The schema of key (or item) `key` of a value governed by `sub`; {} where any key goes, None where none may."""
+    if isinstance(key, int):
+        return sub.get("items") if sub.get("type") == "array" or "items" in sub else None
     props = sub.get("properties", {})
     if isinstance(props.get(key), dict):
         return props[key]
@@ -384,13 +502,15 @@ def _child(sub: dict, key: str):
 
 
 def _concrete(sub: dict, value) -> dict:
-    """`sub` with its `$ref` followed and, where `value` picks one, its if/then branch folded in."""
-    out = {k: v for k, v in sub.items() if k not in ("$ref", "if", "then", "else", "allOf")}
+    """`sub` with its `$ref` followed and the branches that `value` takes folded in: if/then, and the
+    alternatives of a oneOf/anyOf that take a value of its kind (a schedule for a mapping, a number for 0.01)."""
+    out = {k: v for k, v in sub.items() if k not in ("$ref", "if", "then", "else", "allOf", "oneOf", "anyOf")}
     parts = [definition(sub["$ref"])] if "$ref" in sub else []
     if "if" in sub:
         branch = sub.get("then") if _fits(sub["if"], value) else sub.get("else")
         parts += [branch] if branch else []
     parts += [p["then"] for p in sub.get("allOf", []) if "if" in p and _fits(p["if"], value)]
+    parts += [alt for key in ("oneOf", "anyOf") for alt in sub.get(key, []) if _kind_fits(alt, value)]
     for part in parts:
         out = _combine(_concrete(part, value), out)
     return out
@@ -404,10 +524,19 @@ def _combine(base: dict, over: dict) -> dict:
 
 
 def _fits(condition: dict, value) -> bool:
-    return value is not None and jsonschema.Draft202012Validator(condition).is_valid(value)
+    # A condition that requires keys picks a branch of mappings only (JSON Schema would let any string pass it).
+    if value is None or ("required" in condition and not isinstance(value, dict)):
+        return False
+    return jsonschema.Draft202012Validator(condition).is_valid(value)
+
+
+def _kind_fits(alternative: dict, value) -> bool:
+    """Whether `value` is of the kind (type, constant) that `alternative` takes, whatever its other rules."""
+    form = _concrete(alternative, value)
+    return _fits({k: form[k] for k in ("type", "const", "enum") if k in form}, value)
 
 
 def known_keys(path: Path_, document=None) -> list[str]:
-    """The keys the schema allows directly under `path` (for 'did you mean' on overrides)."""
-    sub = property_schema(path, document)
-    return list(sub.get("properties", {})) if sub else []
+    """The keys the schema allows directly under `path` (for 'did you mean' on overrides), a bare name's too."""
+    found = _walk(path, document)
+    return list(_concrete(found[0], _stand_in(found[1], "")).get("properties", {})) if found else []

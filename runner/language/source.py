@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,24 +78,8 @@ class Locations:
 
 
 def read_text(path: Path) -> str:
-    """The file's text, refusing what cannot be an experiment: missing, directory, huge, binary."""
-    where = Location(str(path))
-    if path.is_dir():
-        raise XrunError("is a directory, not a YAML file", where=where, hint="give the path of a .yaml file")
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise XrunError("no such file", where=where, hint="check the path (it is relative to the current "
-                        "directory)") from None
-    except OSError as exc:
-        raise XrunError(f"cannot read file ({exc.strerror})", where=where, hint="check the path") from None
-    if size > MAX_BYTES:
-        raise XrunError(f"file is {size:,} bytes, more than the {MAX_BYTES:,} an experiment may have", where=where,
-                        hint="an experiment is a short YAML file; keep data out of it")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:  # e.g. no permission
-        raise XrunError(f"cannot read file ({exc.strerror})", where=where, hint="check the path") from None
+    """The file's text, refusing what cannot be an experiment: missing, not a regular file, huge, binary."""
+    raw = _read_bounded(path, Location(str(path)))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -103,6 +89,47 @@ def read_text(path: Path) -> str:
         raise XrunError(f"byte 0x{raw[exc.start]:02x} is not UTF-8 text", where=Location(str(path), line, col),
                         hint="save the file as UTF-8") from None
 
+
+# What a path is when it is not a regular file, for the message that refuses it.
+_NOT_FILES = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a named pipe",
+              stat.S_IFSOCK: "a socket"}
+
+
+def _read_bounded(path: Path, where: Location) -> bytes:
+    """At most MAX_BYTES of a regular file: its reported size is not trusted (/dev/zero reports 0 and never ends).
+
+    A device or pipe is refused before it is opened (opening one can block or act), and the open file is checked
+    again, so what is read is what was checked.
+    """
+    try:
+        _check_regular(os.stat(path), where)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise XrunError("no such file", where=where, hint="check the path (it is relative to the current "
+                        "directory)") from None
+    except OSError as exc:  # e.g. no permission
+        raise XrunError(f"cannot read file ({exc.strerror})", where=where, hint="check the path") from None
+    with os.fdopen(fd, "rb") as file:
+        _check_regular(os.fstat(fd), where)
+        try:
+            raw = file.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise XrunError(f"cannot read file ({exc.strerror})", where=where, hint="check the path") from None
+    if len(raw) > MAX_BYTES:  # it grew, or reported less than it holds
+        raise XrunError(f"file is more than the {MAX_BYTES:,} bytes an experiment may have", where=where,
+                        hint="an experiment is a short YAML file; keep data out of it")
+    return raw
+
+
+def _check_regular(info: os.stat_result, where: Location) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise XrunError("is a directory, not a YAML file", where=where, hint="give the path of a .yaml file")
+    if not stat.S_ISREG(info.st_mode):
+        what = _NOT_FILES.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise XrunError(f"is {what}, not a YAML file", where=where, hint="give the path of a .yaml file")
+    if info.st_size > MAX_BYTES:
+        raise XrunError(f"file is {info.st_size:,} bytes, more than the {MAX_BYTES:,} an experiment may have",
+                        where=where, hint="an experiment is a short YAML file; keep data out of it")
 
 def parse(text: str, filename: str) -> tuple[dict, Locations]:
     """Parse one YAML document into plain data (a mapping) and the locations of its parts."""
@@ -199,6 +226,10 @@ class _Builder:
         self._check_limits(node, path)
         self.locs.values[path] = _mark(self.filename, node)
         if isinstance(node, yaml.ScalarNode):
+            if node.style is None and (listed := python_tuple(_written(node))):
+                raise XrunError(f"{_written(node)} is a Python tuple, which YAML reads as text",
+                                where=_mark(self.filename, node), path=dotted(path) or None,
+                                hint=f"write a YAML list: {listed}")
             return self.scalars.construct_object(node)
         self.open.append(node)
         self.open_ids.add(id(node))
@@ -262,6 +293,31 @@ class _Builder:
                             hint="write the key as a plain word, e.g. filters:")
         # The written text, not YAML 1.1's reading of it: a key `on:` stays "on", not True.
         return key_node.value
+
+
+# `(3, 3)` or `(None, 28, 28)` as Python writes a tuple; a flow mapping `{kernel_size: (3, 3)}` splits it at the
+# comma, leaving `(3` (and a key `3)`), so the closing parenthesis is optional.
+_NUMBER = r"\s*(?:[-+]?\d[\w.+-]*|None)\s*"
+_TUPLE = re.compile(rf"\((?:{_NUMBER}(?:,{_NUMBER})*,?)?\s*\)?")
+
+
+def python_tuple(text: str) -> str | None:
+    """The YAML list for a Python tuple written as a plain value (`(3, 3)` -> `[3, 3]`), or None if it is not one."""
+    text = text.strip()
+    if not (text.startswith("(") and _TUPLE.fullmatch(text)):
+        return None
+    items = [item.strip() for item in text.strip("()").split(",") if item.strip()]
+    return "[" + ", ".join("null" if item == "None" else item for item in items) + "]"
+
+
+def _written(node) -> str:
+    """A plain scalar as written: `(3` in `{kernel_size: (3, 3)}` is read up to the comma, but was `(3, 3)`."""
+    mark, text = node.start_mark, node.value
+    if text.startswith("(") and ")" not in text and mark.buffer is not None:
+        line_end = mark.buffer.find("\n", mark.pointer)
+        close = mark.buffer.find(")", mark.pointer, None if line_end < 0 else line_end)
+        text = mark.buffer[mark.pointer:close + 1] if close > 0 else text
+    return text
 
 
 def dotted(path: Path_) -> str:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import Location, XrunError
-from runner.language import schema
+from runner.language import data_facts, schema
 from runner.language.extends import load_with_bases
 from runner.language.graph import Graph, build_graph
 from runner.language.overrides import apply_override
+from runner.language.sections import Augmentation, Data, Sections, Tracking, Training, sections_of
 from runner.language.source import Locations, Path_, dotted, read_text
 
 
@@ -28,10 +29,27 @@ class Spec:
     files: list[Path]          # the file, then each base it extends
     overrides: list[str]
     graph: Graph
+    sections: Sections         # the plain sections of `document`, typed and frozen
 
     @property
     def name(self) -> str:
         return self.document["name"]
+
+    @property
+    def data(self) -> Data:
+        return self.sections.data
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        return self.sections.augmentation
+
+    @property
+    def training(self) -> Training:
+        return self.sections.training
+
+    @property
+    def tracking(self) -> Tracking:
+        return self.sections.tracking
 
     def locate(self, path: Path_, key: bool = False) -> Location | None:
         return self.locs.of(path, key=key)
@@ -48,7 +66,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
     document = schema.default_sections(document)
     graph = build_graph(document["model"], locate, merge_types(), _item_checker(locate))
     _check_consistency(document, locate)
-    return Spec(path, read_text(path), document, locs, files, list(overrides), graph)
+    _check_input(document, locate, graph)
+    return Spec(path, read_text(path), document, locs, files, list(overrides), graph, sections_of(document))
 
 
 def merge_types() -> set[str]:
@@ -60,13 +79,14 @@ def merge_types() -> set[str]:
 # --- checks of layers and of the whole ------------------------------------------------------------------------------
 
 def _item_checker(locate):
-    """Checks one layer or block use, params filled in, against the schema, as the graph expands it."""
-    passed: set[str] = set()  # a block repeated many times yields the same items: check each once
+    """Checks one layer or block use, params filled in, against the schema, as the graph expands it; returns it
+    with the schema's defaults filled in (a block's layers are only concrete here, so only here can they be)."""
+    passed: dict[str, dict] = {}  # a block repeated many times yields the same items: check each once
 
-    def check(item: dict, origin: Path_, via: str) -> None:
+    def check(item: dict, origin: Path_, via: str) -> dict:
         key = json.dumps(item, sort_keys=True, default=str)
         if key in passed:
-            return
+            return passed[key]
 
         def shown(p) -> str:
             return dotted(origin + tuple(p)) + (f" (in {via})" if via else "")
@@ -77,21 +97,43 @@ def _item_checker(locate):
         if refused in schema.REFUSED_LAYERS:
             raise XrunError(f"the layer '{refused}' is not allowed", where=locate(origin + ("class_name",)),
                             path=shown(("class_name",)), hint=schema.REFUSED_LAYERS[refused])
-        passed.add(key)
+        passed[key] = schema.with_defaults(item, "#/$defs/model_item") if via else item
+        return passed[key]
     return check
 
 
 def _check_consistency(document: dict, locate) -> None:
     """Rules that span sections, which a schema cannot say."""
-    lr = document["optimizer"].get("learning_rate")
+    lr = document["optimizer"].get("learning_rate") if isinstance(document["optimizer"], dict) else None
     callbacks = document.get("callbacks") or []
     for i, cb in enumerate(callbacks):
         path = ("callbacks", i, "type")
         if cb["type"] == "ReduceLROnPlateau" and isinstance(lr, dict):
             raise XrunError("ReduceLROnPlateau cannot change a learning-rate schedule", where=locate(path),
                             path=dotted(path), hint="use a fixed optimizer.learning_rate, or drop this callback")
-        monitor = cb.get("monitor", "val_loss" if cb["type"] != "TerminateOnNaN" else "loss")
-        if monitor.startswith("val_") and document["data"].get("validation") == "none":
+        monitor = cb.get("monitor") or ""  # the schema's default where the callback has one
+        if monitor.startswith("val_") and document["data"]["validation"] == "none":
             raise XrunError(f"{cb['type']} monitors '{monitor}' but data.validation is 'none'",
                             where=locate(path), path=dotted(path),
                             hint="monitor 'loss', or validate on a split or the test set")
+
+
+def _check_input(document: dict, locate, graph: Graph) -> None:
+    """The model against its data's facts (shape, class count), whatever the data source (runner.language.data_facts:
+    folders listed, .npy headers read, nothing loaded)."""
+    data_facts.check_model_against_data(document, graph, locate, check_input_shape)
+
+
+def check_input_shape(given: list | None, data_shape: tuple, what: str, locate) -> None:
+    """`model.input_shape`, where given, must be the shape of one example of the data, `what` (Keras adds or drops
+    a last axis of size 1 itself, so [28, 28] takes [28, 28, 1] images)."""
+    if given is None or _same_shape(list(given), list(data_shape)):
+        return
+    path = ("model", "input_shape")
+    raise XrunError(f"the model takes {list(given)} but the data's examples are {list(data_shape)} ({what})",
+                    where=locate(path), path=dotted(path),
+                    hint=f"leave model.input_shape out (it follows the data), or write {list(data_shape)}")
+
+
+def _same_shape(a: list, b: list) -> bool:
+    return a == b or a == b + [1] or a + [1] == b

@@ -10,7 +10,7 @@ import re
 import keras
 
 from runner.errors import XrunError, did_you_mean
-from runner.language.datasets import DATASETS
+from runner.language.data_facts import data_facts
 from runner.language.graph import INPUT, Graph, Node
 from runner.language.source import dotted
 from runner.language.spec import Spec
@@ -24,7 +24,7 @@ def build_model(spec: Spec) -> keras.Model:
     YAML line before anything trains.
     """
     graph = spec.graph
-    shape = tuple(input_shape(spec.document))
+    shape = tuple(input_shape(spec.document, spec.locate))
     layers = {n.name: make_layer(n, spec, output=n.name in graph.outputs) for n in graph.nodes}
     check_size(spec, shape, layers)
     if is_stack(graph):
@@ -89,8 +89,18 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 30):,.1f} GiB"
 
 
-def input_shape(document: dict) -> list[int]:
-    return document["model"].get("input_shape") or list(DATASETS[document["data"]["dataset"]]["shape"])
+def input_shape(document: dict, locate=None) -> list[int]:
+    """`model.input_shape`, else one example's shape as the data section gives it (an error if the data is missing)."""
+    if document["model"].get("input_shape"):
+        return document["model"]["input_shape"]
+    shape = data_facts(document, locate or _nowhere).shape
+    if shape is None or None in shape:  # only the files can say: read them (an error if they are missing)
+        shape = data_facts(document, locate or _nowhere, strict=True).shape
+    return list(shape)
+
+
+def _nowhere(path, key=False):
+    return None
 
 
 def is_stack(graph: Graph) -> bool:
@@ -198,15 +208,11 @@ def _shape_error(node: Node, spec: Spec, inputs: list[tuple[str, tuple]], exc: E
                        f"{_named_shapes(inputs)}: {text}", hint)
 
 
-_WINDOWS = {"Conv2D": "kernel_size", "SeparableConv2D": "kernel_size", "DepthwiseConv2D": "kernel_size",
-            "MaxPooling2D": "pool_size", "AveragePooling2D": "pool_size"}
-
-
 def _window_too_big(kind: str, args: dict, inputs: list, text: str):
     """A kernel or pool larger than the feature map it slides over (with padding 'valid')."""
-    if kind not in _WINDOWS or "zero or negative" not in text:
+    if kind not in registry.WINDOWS or "zero or negative" not in text:
         return None
-    key = _WINDOWS[kind]
+    key = registry.WINDOWS[kind]
     size, dilation = _pair(args.get(key, 2)), _pair(args.get("dilation_rate", 1))
     shape = inputs[0][1]
     word = "kernel" if key == "kernel_size" else "pool"
@@ -230,8 +236,8 @@ def _wrong_rank(kind: str, args: dict, inputs: list, text: str):
 
 def _merge_mismatch(kind: str, args: dict, inputs: list, text: str):
     """Merged branches whose shapes disagree."""
-    if len(inputs) < 2 or kind not in ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
-                                       "Minimum"):
+    # Dot pairs axes rather than matching shapes: Keras's own message says which.
+    if len(inputs) < 2 or kind not in registry.MERGE_LAYERS or kind == "Dot":
         return None
     got = _named_shapes(inputs)
     if kind == "Concatenate":

@@ -1,7 +1,8 @@
 """The one map from the names a YAML file may use to the Keras classes they stand for.
 
-Plain dicts, looked up with `lookup` (which suggests near misses); the schema lists the same names, and a test
-keeps the two in step.
+Derived, as Keras builds its ALL_OBJECTS_DICT from its modules: the schema says which names an experiment may use,
+Keras's public classes (and xrun's own, such as Yogi) say what each name builds. Plain dicts, looked up with
+`lookup` (which suggests near misses).
 """
 
 from __future__ import annotations
@@ -9,62 +10,54 @@ from __future__ import annotations
 import keras
 
 from runner.errors import XrunError, did_you_mean
-from runner.language.schema import REFUSED_LAYERS
+from runner.language import schema
 from runner.model.yogi import Yogi
 
 L = keras.layers
+_DEFS = schema.schema()["$defs"]
+_OWN = {"Yogi": Yogi}  # xrun's own classes, beside Keras's
 
-LAYERS = {
-    "Conv2D": L.Conv2D, "SeparableConv2D": L.SeparableConv2D, "DepthwiseConv2D": L.DepthwiseConv2D,
-    "Conv2DTranspose": L.Conv2DTranspose,
-    "MaxPooling2D": L.MaxPooling2D, "AveragePooling2D": L.AveragePooling2D,
-    "GlobalAveragePooling2D": L.GlobalAveragePooling2D, "GlobalMaxPooling2D": L.GlobalMaxPooling2D,
-    "BatchNormalization": L.BatchNormalization, "LayerNormalization": L.LayerNormalization,
-    "Dropout": L.Dropout, "SpatialDropout2D": L.SpatialDropout2D, "GaussianNoise": L.GaussianNoise,
-    "Flatten": L.Flatten, "Reshape": L.Reshape, "ZeroPadding2D": L.ZeroPadding2D, "Rescaling": L.Rescaling,
-    "Dense": L.Dense, "Activation": L.Activation,
-    "ELU": L.ELU, "ReLU": L.ReLU, "LeakyReLU": L.LeakyReLU, "PReLU": L.PReLU, "Softmax": L.Softmax,
-    "Concatenate": L.Concatenate, "Add": L.Add, "Multiply": L.Multiply, "Average": L.Average,
-    "Maximum": L.Maximum,
-}
 
-# `KerasLayer` reaches any other public keras.layers class by its class name, as Keras's own
-# deserialisation does; classes that run or load code are left out, since a YAML file never does either.
-_NOT_FROM_YAML = set(REFUSED_LAYERS)  # validation refuses them with the reason; this keeps them out for good
-KERAS_LAYERS = {name: cls for name, cls in vars(L).items()
-                if isinstance(cls, type) and issubclass(cls, L.Layer) and name not in _NOT_FROM_YAML}
+def _classes(module, base: type) -> dict[str, type]:
+    """The public classes of a Keras module that derive from `base`, by name."""
+    return {name: obj for name, obj in vars(module).items()
+            if isinstance(obj, type) and issubclass(obj, base) and not name.startswith("_")}
 
-OPTIMIZERS = {
-    "SGD": keras.optimizers.SGD, "Adam": keras.optimizers.Adam, "AdamW": keras.optimizers.AdamW,
-    "Adamax": keras.optimizers.Adamax, "Nadam": keras.optimizers.Nadam, "RMSprop": keras.optimizers.RMSprop,
-    "Adadelta": keras.optimizers.Adadelta, "Adagrad": keras.optimizers.Adagrad, "Lion": keras.optimizers.Lion,
-    "Yogi": Yogi,
-}
 
-LOSSES = {
-    "CategoricalCrossentropy": keras.losses.CategoricalCrossentropy,
-    "SparseCategoricalCrossentropy": keras.losses.SparseCategoricalCrossentropy,
-    "CategoricalFocalCrossentropy": keras.losses.CategoricalFocalCrossentropy,
-    "KLDivergence": keras.losses.KLDivergence,
-    "MeanSquaredError": keras.losses.MeanSquaredError,
-    "CategoricalHinge": keras.losses.CategoricalHinge,
-}
+def _named(names, classes: dict[str, type], what: str) -> dict[str, type]:
+    """The class of each name the schema lists; a name with none is a bug in the schema, not in a user's file."""
+    missing = [n for n in names if n not in classes]
+    if missing:
+        raise ImportError(f"the schema lists {what} that Keras does not have: {', '.join(missing)}")
+    return {n: classes[n] for n in names}
+
+
+# `KerasLayer` reaches any other public keras.layers class by its class name, as Keras's own deserialisation
+# does; the classes the schema refuses (they run or load code, or are no layers) are left out for good.
+KERAS_LAYERS = {name: cls for name, cls in _classes(L, L.Layer).items() if name not in schema.REFUSED_LAYERS}
+LAYERS = _named([t for t in schema.layer_types() if t != "KerasLayer"], KERAS_LAYERS, "layers")
+OPTIMIZERS = _named(_DEFS["optimizer"]["properties"]["type"]["enum"],
+                    {**_classes(keras.optimizers, keras.optimizers.Optimizer), **_OWN}, "optimizers")
+LOSSES = _named(_DEFS["loss"]["then"]["enum"], _classes(keras.losses, keras.losses.Loss), "losses")
+CALLBACKS = _named(_DEFS["callback"]["properties"]["type"]["enum"],
+                   _classes(keras.callbacks, keras.callbacks.Callback), "callbacks")
+SCHEDULES = _named(_DEFS["schedule"]["properties"]["type"]["enum"],
+                   _classes(keras.optimizers.schedules, keras.optimizers.schedules.LearningRateSchedule),
+                   "learning-rate schedules")
 # Losses that take class indices; every other loss above takes one-hot targets.
-SPARSE_LOSSES = {"SparseCategoricalCrossentropy"}
+SPARSE_LOSSES = {name for name in LOSSES if name.startswith("Sparse")}
 
-CALLBACKS = {
-    "EarlyStopping": keras.callbacks.EarlyStopping,
-    "ReduceLROnPlateau": keras.callbacks.ReduceLROnPlateau,
-    "ModelCheckpoint": keras.callbacks.ModelCheckpoint,
-    "TerminateOnNaN": keras.callbacks.TerminateOnNaN,
-    "CSVLogger": keras.callbacks.CSVLogger,
-}
 
-SCHEDULES = {
-    "ExponentialDecay": keras.optimizers.schedules.ExponentialDecay,
-    "CosineDecay": keras.optimizers.schedules.CosineDecay,
-    "PiecewiseConstantDecay": keras.optimizers.schedules.PiecewiseConstantDecay,
-}
+def _merge_layers() -> set[str]:
+    """Every Keras layer that merges several inputs: those of the class the schema's `x-merge` layers share."""
+    merging = [LAYERS[name] for name, sub in _DEFS["layers"].items() if sub.get("x-merge")]
+    base = next(c for c in merging[0].__mro__ if all(issubclass(k, c) for k in merging))
+    return {name for name, cls in KERAS_LAYERS.items() if issubclass(cls, base) and base is not L.Layer}
+
+
+MERGE_LAYERS = _merge_layers()
+# Layers that slide a window over the image, by the argument that sizes it: the schema's `x-window`.
+WINDOWS = {name: sub["x-window"] for name, sub in _DEFS["layers"].items() if "x-window" in sub}
 
 
 def lookup(table: dict, name: str, what: str, **where):

@@ -244,7 +244,7 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, cl
     shown = wrong[:limit]
     titles = [f"true {class_names[truth[i]]} / pred {class_names[predicted[i]]}" for i in shown]
     heading = f"misclassified: first {shown.size} of {wrong.size} ({wrong.size / truth.size:.2%} of {truth.size})"
-    return image_grid(np.asarray(images)[shown], titles, title=heading)
+    return image_grid(np.asarray(images[shown]), titles, title=heading)  # only these decoded (ImageFiles)
 
 
 def augmented_samples(originals: np.ndarray, augmented: np.ndarray, limit: int = 16) -> Figure:

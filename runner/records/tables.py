@@ -33,7 +33,6 @@ _PERCENT = {"train_acc", "val_acc", "best_val_acc", "test_acc", "best_test_acc"}
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Keras names the accuracy metric after the string given to compile(); the first key a run has wins.
 _ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy")
-_FULL_ID = re.compile(r"[0-9a-f]{32}")
 _OVERRIDE_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*)=")
 
 
@@ -65,22 +64,7 @@ def _no_runs_hint(experiments: list[str], where: str) -> str:
     return "no runs are recorded yet; train one with `xrun FILE`"
 
 
-def resolve_ids(run_ids: list[str], uri: str | None) -> list[str]:
-    """Full run ids, allowing the 8-character prefixes the tables show."""
-    if all(_FULL_ID.fullmatch(r) for r in run_ids):
-        return list(run_ids)
-    known = [r.run_id for r in query.find_runs(uri)]
-    return [r if _FULL_ID.fullmatch(r) else _unique_prefix(r, known) for r in run_ids]
-
-
-def _unique_prefix(prefix: str, known: list[str]) -> str:
-    matches = [k for k in known if k.startswith(prefix.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise XrunError(f"no MLflow run with id '{prefix}'", hint="xrun compare --latest 10 lists recent runs")
-    raise XrunError(f"run id '{prefix}' is ambiguous ({len(matches)} runs start with it)",
-                    hint="give more of the id")
+resolve_ids = query.resolve_ids  # ids or the 8-character prefixes the tables show (also used by --resume)
 
 
 def is_sweep_parent(run: RunRecord) -> bool:
@@ -141,10 +125,10 @@ def _param_key(override_key: str) -> str:
 def _name(run: RunRecord, param_keys: list[str]) -> str:
     """A sweep variant's name without its `[key=value ...]` when the table shows those keys as columns anyway."""
     variant = run.tags.get("xrun.variant")
-    suffix = f" [{variant}]"
+    name, bracket, _ = run.name.partition(" [")  # an experiment's name has no spaces: the rest is what varied
     keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant or "")}
-    if variant and run.name.endswith(suffix) and keys and keys <= set(param_keys):
-        return run.name.removesuffix(suffix)
+    if variant and bracket and run.name.endswith("]") and keys and keys <= set(param_keys):
+        return name
     return run.name
 
 
@@ -157,7 +141,7 @@ def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None)
                 "train_loss": m.get("loss"), "train_acc": m.get(accuracy), "val_loss": m.get("val_loss"),
                 "val_acc": m.get(f"val_{accuracy}"), "best_val_acc": _best_val(run, accuracy, uri),
                 "test_loss": m.get("test_loss"), "test_acc": m.get("test_accuracy"), "seconds": run.seconds,
-                "status": run.status})
+                "status": "PRUNED" if run.tags.get("xrun.pruned") == "true" else run.shown_status})
     if describe:
         row["description"] = _short(run.description, 60)
     return row

@@ -8,7 +8,7 @@ from typing import Callable
 import tensorflow as tf
 
 from runner.errors import XrunError
-from runner.language.schema import schema
+from runner.language.schema import schema, with_defaults
 
 # ---------------------------------------------------------------------------------------------------------------
 # Conventions (checked against keras.src.legacy.preprocessing.image.apply_affine_transform of Keras 3.15, the
@@ -81,8 +81,8 @@ def _check(params: dict) -> None:
     if unknown:
         raise XrunError(f"unknown augmentation option '{unknown[0]}'", path=_where(unknown[0]),
                         hint=f"use one of {', '.join(sorted(_KNOWN_KEYS))}")
-    mode = params.get("fill_mode", "nearest")
-    if mode not in _FILL_MODES:
+    mode = params.get("fill_mode")
+    if mode is not None and mode not in _FILL_MODES:
         raise XrunError(f"unknown fill_mode {mode!r}", path=_where("fill_mode"),
                         hint=f"use one of {', '.join(_FILL_MODES)}")
 
@@ -234,15 +234,14 @@ def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.T
     maps batches with seed (base_seed, batch_counter) is reproducible at any parallelism. Works eagerly, under
     tf.function and in Dataset.map. The output is not clipped (IDG does not clip).
     """
-    params = dict(params or {})
+    params = with_defaults(dict(params or {}), "#/properties/augmentation")
     _check(params)
     noise = _number(params, "gaussian_noise")
     geometric = not _is_noop(params)
     erasing = erasing_settings(params.get("random_erasing"))
     if not geometric and noise == 0 and erasing is None:
         return None
-    fill_mode = params.get("fill_mode", "nearest")
-    cval = params.get("cval", 0.0)
+    fill_mode, cval = params["fill_mode"], params["cval"]
     if isinstance(cval, bool) or not isinstance(cval, (int, float)):
         raise XrunError(f"expected a number, got {cval!r}", path=_where("cval"))
     cval = float(cval)

@@ -7,10 +7,14 @@ from pathlib import Path
 import keras
 
 from runner.errors import XrunError
+from runner.language.schema import with_defaults
 from runner.model import registry
 
 
-def optimizer(spec: dict, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+def optimizer(spec: dict | str, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """The optimizer (and schedule) `spec` names, with the schema's defaults for what it leaves out."""
+    spec = {"type": spec} if isinstance(spec, str) else spec  # a bare name, as for the loss
+    spec = with_defaults(spec, "#/$defs/optimizer")  # load_spec has filled them; a caller from code may not have
     args = {k: v for k, v in spec.items() if k != "type"}
     if isinstance(args.get("learning_rate"), dict):
         args["learning_rate"] = schedule(args["learning_rate"], steps_per_epoch, epochs)
@@ -27,8 +31,7 @@ def schedule(spec: dict, steps_per_epoch: int, epochs: int):
 
 
 def _exponential_steps(args: dict, spe: int, epochs: int) -> dict:
-    args["decay_steps"] = max(1, round(args.pop("decay_epochs", 1) * spe))
-    args.setdefault("staircase", True)
+    args["decay_steps"] = max(1, round(args.pop("decay_epochs") * spe))
     return args
 
 
@@ -71,6 +74,7 @@ def wants_one_hot(loss_spec) -> bool:
 
 def callbacks(specs: list[dict], run_dir: Path) -> list[keras.callbacks.Callback]:
     """The YAML's callbacks; xrun chooses the files they write, inside the run's artifact folder."""
+    specs = [with_defaults(s, "#/$defs/callback") for s in specs]
     return [_construct(registry.CALLBACKS[s["type"]], _with_files(s, run_dir), f"callbacks[{i}]")
             for i, s in enumerate(specs)]
 
@@ -79,9 +83,8 @@ def _with_files(spec: dict, run_dir: Path) -> dict:
     args = {k: v for k, v in spec.items() if k != "type"}
     if spec["type"] == "ModelCheckpoint":
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        weights_only = args.get("save_weights_only", False)
+        weights_only = args["save_weights_only"]
         args["filepath"] = str(run_dir / "checkpoints" / ("best.weights.h5" if weights_only else "best.keras"))
-        args.setdefault("save_best_only", True)
     if spec["type"] == "CSVLogger":
         args["filename"] = str(run_dir / "history.csv")
     return args

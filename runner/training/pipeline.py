@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from runner.errors import XrunError
+from runner.language.schema import with_defaults
 from runner.training.augment import make_augmenter
 from runner.training.data import Dataset
+from runner.training.sources import ImageFiles
 
 
 @dataclass
 class Splits:
-    """The arrays each phase uses, after `limit` and the validation choice (uint8 images, int labels)."""
+    """The examples each phase uses, after `limit` and the validation choice: uint8 or float arrays, or ImageFiles
+    streamed from disk; int labels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -24,25 +31,42 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     validation: str              # "split", "test" or "none"
+    class_names: tuple[str, ...] = ()
 
 
 def split(dataset: Dataset, data_spec: dict) -> Splits:
     """Apply `limit` (first N of each split) and hold out validation data as the YAML asks."""
+    splits = _split(dataset, data_spec)
+    splits.class_names = tuple(dataset.class_names)
+    return splits
+
+
+def _split(dataset: Dataset, data_spec: dict) -> Splits:
+    data_spec = with_defaults(data_spec, "#/properties/data")  # as load_spec fills them, for callers from code
     limit = data_spec.get("limit")
-    x_train, y_train = dataset.x_train[:limit], dataset.y_train[:limit]
-    x_test, y_test = dataset.x_test[:limit], dataset.y_test[:limit]
-    how = data_spec.get("validation", "split")
+    x_train, y_train = _part(dataset.x_train, slice(limit)), dataset.y_train[:limit]
+    x_test, y_test = _part(dataset.x_test, slice(limit)), dataset.y_test[:limit]
+    how = data_spec["validation"]
+    given_val = getattr(dataset, "x_val", None)
+    if how == "split" and given_val is not None:  # the source's own validation split (a val/ folder)
+        return Splits(x_train, y_train, _part(given_val, slice(limit)), dataset.y_val[:limit], x_test, y_test, how)
     if how == "test":
         return Splits(x_train, y_train, x_test, y_test, x_test, y_test, how)
     if how == "none":
         return Splits(x_train, y_train, None, None, x_test, y_test, how)
     # Like Keras's validation_split: the last fraction of the training data, taken before any shuffling.
-    n_val = max(1, int(round(len(x_train) * data_spec.get("validation_split", 0.1))))
+    n_val = max(1, int(round(len(x_train) * data_spec["validation_split"])))
     if n_val >= len(x_train):
         raise XrunError(f"holding out {n_val} of {len(x_train)} training examples for validation leaves none "
                         "to train on", path="data.validation_split",
                         hint="raise data.limit or lower data.validation_split")
-    return Splits(x_train[:-n_val], y_train[:-n_val], x_train[-n_val:], y_train[-n_val:], x_test, y_test, how)
+    return Splits(_part(x_train, slice(-n_val)), y_train[:-n_val], _part(x_train, slice(-n_val, None)),
+                  y_train[-n_val:], x_test, y_test, how)
+
+
+def _part(x, index):
+    """Some of the examples: an array's slice, or an ImageFiles subset that stays on disk."""
+    return x.subset(index) if isinstance(x, ImageFiles) else x[index]
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
@@ -50,15 +74,16 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
 
 
 def to_inputs(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, H, W, 1) in [0, 1], the layout the models take."""
-    x = images.astype("float32") / 255.0
+    """uint8 (N, H, W) -> float32 (N, H, W, 1) in [0, 1], the layout the models take; float images as they are."""
+    images = np.asarray(images)
+    x = images.astype("float32") / 255.0 if images.dtype == np.uint8 else images.astype("float32")
     return x[..., None] if x.ndim == 3 else x
 
 
 def _prepare(one_hot_classes: int | None):
     """The per-batch map from stored uint8 images and int labels to model inputs and targets."""
     def prepare(images, labels):
-        x = tf.cast(images, tf.float32) / 255.0
+        x = tf.cast(images, tf.float32) / 255.0 if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
         x = x[..., None] if len(x.shape) == 3 else x
         labels = tf.cast(labels, tf.int32)  # stored as uint8; int32 class indices whatever the loss
         y = tf.one_hot(labels, one_hot_classes) if one_hot_classes else labels
@@ -73,9 +98,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: boo
     Shuffling happens before batching and again on every pass; augmentation is stateless, seeded by
     (seed, batch number), so a run is repeatable whatever tf.data's parallelism.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = _examples(x, y, shuffle=shuffle, seed=seed)
     ds = ds.batch(batch_size).repeat().map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
     augment = make_augmenter(augmentation or {})
     if augment is not None:
@@ -85,8 +108,39 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: boo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+# A shuffle buffer holds decoded images: for data streamed from disk it is bounded by bytes, not examples.
+SHUFFLE_BUFFER_BYTES = 256 << 20
+
+
+def _examples(x, y: np.ndarray, *, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """(uint8 or float image, label) pairs, cached as the data says; shuffled again on every pass if asked."""
+    if not isinstance(x, ImageFiles):
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+        return ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    ds = tf.data.Dataset.from_tensor_slices((x.paths, y))
+    if shuffle and x.cache == "none":  # the file names are shuffled, then decoded in parallel, in order
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda path, label: (x.decode(path), label), num_parallel_calls=tf.data.AUTOTUNE)
+    if x.cache == "memory":
+        ds = ds.cache()
+    elif x.cache == "disk":
+        ds = ds.cache(_cache_file())
+    if shuffle and x.cache != "none":
+        per_image = max(1, int(np.prod(x.shape[1:])))
+        buffer = len(x) if x.cache == "memory" else max(1, min(len(x), SHUFFLE_BUFFER_BYTES // per_image))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _cache_file() -> str:
+    """A fresh cache file prefix under the temp folder, removed when the process ends."""
+    folder = tempfile.mkdtemp(prefix="xrun-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return str(Path(folder) / "images")
+
+
 def eval_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, one_hot_classes: int | None) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache().batch(batch_size)
+    ds = _examples(x, y, shuffle=False, seed=0).batch(batch_size)
     return ds.map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -9,6 +9,8 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from runner.language.sections import Training
+
 
 def import_tensorflow():
     """TensorFlow, imported with its C++ start-up notices (CUDA probing, oneDNN, CPU features) silenced.
@@ -44,14 +46,15 @@ class Settings:
     deterministic: bool
 
 
-def settings_for(training: dict) -> Settings:
+def settings_for(training: Training) -> Settings:
+    """The `auto`s of the training section decided for this machine."""
     tf = import_tensorflow()
     gpus = tf.config.list_physical_devices("GPU")
-    seed = training.get("seed")
+    seed = training.seed
     return Settings(
-        precision=_precision(training.get("precision", "auto"), gpus),
-        jit_compile=bool(gpus) if training.get("jit_compile", "auto") == "auto" else training["jit_compile"],
-        steps_per_execution=_steps_per_execution(training.get("steps_per_execution", 1), gpus),
+        precision=_precision(training.precision, gpus),
+        jit_compile=bool(gpus) if training.jit_compile == "auto" else training.jit_compile,
+        steps_per_execution=_steps_per_execution(training.steps_per_execution, gpus),
         device=_device_name(gpus),
         seed=seed if seed is not None else secrets.randbelow(2**31),
         seed_given=seed is not None,

@@ -1,5 +1,8 @@
 """Reading experiment files: every kind of broken or hostile YAML gives one exact line with its position."""
 
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -7,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import XrunError
-from runner.language.source import MAX_NODES, parse, read_text
+from runner.language.source import MAX_NODES, parse, python_tuple, read_text
 from runner.language.spec import load_spec
 
 
@@ -118,6 +121,73 @@ def test_a_huge_file(tmp_path):
     path = write(tmp_path, "description: '" + "x" * (1 << 20) + "'\n")
     assert error_of(path) == (f"{path}: file is 1,048,592 bytes, more than the 1,048,576 an experiment may have; "
                               "an experiment is a short YAML file; keep data out of it")
+
+
+def validate_elsewhere(path) -> tuple[int, str]:
+    """`xrun validate PATH` in a child process, so that a read without end fails the test instead of hanging it."""
+    code = ("import sys; from runner.cli import main\n"
+            "try:\n    sys.exit(main(['validate', sys.argv[1]]))\nexcept SystemExit as exc:\n    sys.exit(exc.code)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_a_device_is_refused_before_it_is_read():
+    # /dev/zero reports size 0 and never ends: it used to be read until the kernel killed xrun (21 GB).
+    assert validate_elsewhere("/dev/zero") == (
+        2, "/dev/zero: is a character device, not a YAML file; give the path of a .yaml file\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "exp.yaml"
+    os.mkfifo(fifo)
+    assert validate_elsewhere(fifo) == (
+        2, f"{fifo}: is a named pipe, not a YAML file; give the path of a .yaml file\n")
+
+
+def test_a_file_holding_more_than_it_reports_is_read_only_up_to_the_cap(tmp_path, monkeypatch):
+    path = write(tmp_path, "description: '" + "x" * (2 << 20) + "'\n")
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def reporting_nothing(stat):
+        return lambda *args, **kwargs: os.stat_result((*stat(*args, **kwargs)[:6], 0, *stat(*args, **kwargs)[7:]))
+
+    monkeypatch.setattr(os, "stat", reporting_nothing(real_stat))   # as /proc and device files report
+    monkeypatch.setattr(os, "fstat", reporting_nothing(real_fstat))
+    tracemalloc.start()
+    try:
+        with pytest.raises(XrunError) as info:
+            read_text(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.format() == (f"{path}: file is more than the 1,048,576 bytes an experiment may have; "
+                                   "an experiment is a short YAML file; keep data out of it")
+    assert peak < 1.5 * (1 << 20)  # the cap and a little, never the whole file
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("name: x\nmodel:\n  input_shape: (28, 28, 1)\n",
+     "3:16: model.input_shape: (28, 28, 1) is a Python tuple, which YAML reads as text; "
+     "write a YAML list: [28, 28, 1]"),
+    ("name: x\nmodel:\n  layers:\n    - {type: Conv2D, filters: 8, kernel_size: (3, 3), padding: same}\n",
+     # In a flow mapping YAML splits `(3, 3)` at the comma: one error for the tuple, none for a key `3)`.
+     "4:47: model.layers[0].kernel_size: (3, 3) is a Python tuple, which YAML reads as text; "
+     "write a YAML list: [3, 3]"),
+    ("name: x\nmodel:\n  input_shape: (None, 28, 1)\n",
+     "3:16: model.input_shape: (None, 28, 1) is a Python tuple, which YAML reads as text; "
+     "write a YAML list: [null, 28, 1]"),
+], ids=["block", "flow", "none"])
+def test_a_python_tuple(tmp_path, content, expected):
+    path = write(tmp_path, content)
+    assert error_of(path) == f"{path}:{expected}"
+
+
+def test_parentheses_in_text_are_text():
+    assert parse("description: (draft) two convs\nname: '(3, 3)'\n", "f.yaml")[0] == \
+        {"description": "(draft) two convs", "name": "(3, 3)"}
+    assert python_tuple("(3, 3)") == "[3, 3]" and python_tuple("(3,)") == "[3]" and python_tuple("(a, b)") is None
 
 
 BILLION_LAUGHS = """\

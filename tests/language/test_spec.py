@@ -1,11 +1,13 @@
 """Loading a whole experiment: `extends` merging, `--set` overrides typed by the schema, cross-section checks."""
 
+import json
 from pathlib import Path
 
 import pytest
 from helpers import REPO
 
 from runner.errors import Location, XrunError
+from runner.language import schema
 from runner.language.overrides import _typed_value
 from runner.language.spec import load_spec
 
@@ -41,7 +43,8 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
     assert doc["training"]["epochs"] == 5 and doc["training"]["batch_size"] == 16  # merged
     assert doc["callbacks"] == [{"type": "TerminateOnNaN"}]                          # replaced
     assert [layer["type"] for layer in doc["model"]["layers"]] == ["Flatten", "Dense"]
-    assert doc["data"] == {"dataset": "mnist", "validation": "test", "validation_split": 0.1}  # from seed004
+    assert doc["data"] == {"source": "builtin", "dataset": "mnist", "validation": "test",  # from seed004
+                           "validation_split": 0.1}
     assert load_spec(child).files == [child, base, BASE]
 
 
@@ -191,3 +194,78 @@ def test_spec_keeps_the_text_and_the_graph():
     spec = load_spec(MODEL1)
     assert spec.text == MODEL1.read_text()
     assert spec.graph.nodes[0].name == "conv2d" and spec.graph.outputs == ["dense_2"]
+
+
+# --- Keras habits: a hint that says what to write --------------------------------------------------------------
+
+def habit(tmp_path, layers: str = "    - {type: Flatten}\n    - {type: Dense, units: 10}\n", more: str = "") -> str:
+    """The error for an experiment on seed 004's set-up with these layers and sections."""
+    path = write(tmp_path, "t.yaml", f"extends: {BASE}\nname: t\n{more}model:\n  layers:\n{layers}")
+    return error_of(path).replace(f"{path}:", "")
+
+
+def test_an_input_shape_on_a_layer(tmp_path):
+    assert habit(tmp_path, "    - {type: Flatten, input_shape: [28, 28, 1]}\n    - {type: Dense, units: 10}\n") == (
+        "5:23: model.layers[0].input_shape: unknown key 'input_shape' for Flatten; a layer's input comes from the "
+        "data: remove it (model.input_shape gives the model another shape)")
+    assert habit(tmp_path, "    - {type: Flatten}\n    - {type: Dense, units: 10, input_dim: 784}\n") == (
+        "6:32: model.layers[1].input_dim: unknown key 'input_dim' for Dense; a layer's input comes from the "
+        "data: remove it (model.input_shape gives the model another shape)")
+
+
+def test_keras_2_argument_names(tmp_path):
+    assert habit(tmp_path, more="optimizer: {type: Adam, lr: 0.01}\ntraining: {nb_epoch: 3}\n") == (
+        "3:25: optimizer.lr: unknown key 'lr' for Adam; 'lr' is the Keras 2 name: write 'learning_rate'\n"
+        "4:12: training.nb_epoch: unknown key 'nb_epoch'; 'nb_epoch' is the Keras 2 name: write 'epochs'")
+    # A required argument under its Keras 2 name is one error, not also "missing required key 'filters'".
+    assert habit(tmp_path, "    - {type: Conv2D, nb_filter: 8, kernel_size: 3}\n    - {type: Flatten}\n"
+                 "    - {type: Dense, units: 10}\n") == (
+        "5:22: model.layers[0].nb_filter: unknown key 'nb_filter' for Conv2D; 'nb_filter' is the Keras 2 name: "
+        "write 'filters'")
+    assert habit(tmp_path, more="optimizer: {type: SGD, decay: 0.0001}\n") == (
+        "3:24: optimizer.decay: unknown key 'decay' for SGD; Keras 3 optimizers have no 'decay': give learning_rate "
+        "a schedule, e.g. {type: ExponentialDecay, initial_learning_rate: 0.001, decay_rate: 0.96}")
+
+
+def test_keras_2_layer_names(tmp_path):
+    assert habit(tmp_path, "    - {type: Convolution2D, filters: 8, kernel_size: 3}\n    - {type: MaxPool2D}\n"
+                 "    - {type: Flatten}\n    - {type: Dense, units: 10}\n") == (
+        "5:14: model.layers[0].type: unknown layer type 'Convolution2D'; 'Convolution2D' is the Keras 2 name or an "
+        "alias of Conv2D: write type: Conv2D\n"
+        "6:14: model.layers[1].type: unknown layer type 'MaxPool2D'; 'MaxPool2D' is the Keras 2 name or an alias of "
+        "MaxPooling2D: write type: MaxPooling2D")
+
+
+def test_the_keras_rename_tables_name_what_the_schema_has():
+    layer_types = set(schema.layer_types())
+    assert {new for new, _ in schema.KERAS_LAYER_NAMES.values()} <= layer_types
+    assert not set(schema.KERAS_LAYER_NAMES) & layer_types  # an old name that is valid needs no hint
+    arguments = set(json.dumps(schema.schema()).replace('"', " ").split())  # every word the schema holds
+    assert set(schema.KERAS_ARGUMENT_NAMES.values()) <= arguments
+
+
+def test_a_python_tuple_in_a_layer(tmp_path):
+    assert habit(tmp_path, "    - {type: Conv2D, filters: 8, kernel_size: (3, 3)}\n    - {type: Flatten}\n"
+                 "    - {type: Dense, units: 10}\n") == (
+        "5:47: model.layers[0].kernel_size: (3, 3) is a Python tuple, which YAML reads as text; "
+        "write a YAML list: [3, 3]")
+
+
+# --- a bare optimizer name, as for the loss ---------------------------------------------------------------------
+
+def test_a_bare_optimizer_name(tmp_path):
+    path = write(tmp_path, "t.yaml", f"extends: {BASE}\nname: t\noptimizer: Adam\n" + LAYERS)
+    assert load_spec(path).document["optimizer"] == "Adam"  # {type: Adam}: Keras's defaults, none of the base's
+    assert habit(tmp_path, more="optimizer: adam\n") == \
+        "3:12: optimizer: unknown optimizer 'adam'; did you mean 'Adam'?"
+
+
+def test_keys_merge_onto_a_bare_name_of_the_base(tmp_path):
+    write(tmp_path, "base.yaml", f"extends: {BASE}\nname: base\noptimizer: Adam\n" + LAYERS)
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\noptimizer: {learning_rate: 0.01}\n"
+                  "loss: {label_smoothing: 0.1}\n")
+    doc = load_spec(child).document
+    assert doc["optimizer"] == {"type": "Adam", "learning_rate": 0.01}
+    assert doc["loss"] == {"type": "CategoricalCrossentropy", "label_smoothing": 0.1}  # seed004's bare loss
+    other = write(tmp_path, "other.yaml", "extends: base.yaml\nname: other\noptimizer: SGD\n")
+    assert load_spec(other).document["optimizer"] == "SGD"

@@ -229,7 +229,8 @@ def test_a_dense_layer_on_an_image_works(tmp_path):
     assert tuple(model.layers[0].output.shape) == (None, 28, 28, 3)
 
 
-def test_input_shape_overrides_the_dataset(tmp_path):
-    model = build(tmp_path, "  input_shape: [8, 8, 3]\n  layers:\n    - {type: Flatten}\n"
+def test_input_shape_is_the_models_input(tmp_path):
+    # One the data does not fit is refused by validate at its line (tests/language/test_sections.py).
+    model = build(tmp_path, "  input_shape: [28, 28]\n  layers:\n    - {type: Flatten}\n"
                   "    - {type: Dense, units: 10}\n")
-    assert tuple(model.input_shape) == (None, 8, 8, 3)
+    assert tuple(model.input_shape) == (None, 28, 28)

@@ -93,3 +93,37 @@ def test_lookup_suggests_a_near_miss():
     with pytest.raises(Exception) as info:
         registry.lookup(registry.OPTIMIZERS, "adamw", "optimizer")
     assert str(info.value) == "unknown optimizer 'adamw'; did you mean 'AdamW'?"
+
+
+def test_a_schema_name_keras_lacks_is_a_bug_named_at_import():
+    with pytest.raises(ImportError) as info:
+        registry._named(["Adam", "Adamm"], registry._classes(keras.optimizers, keras.optimizers.Optimizer),
+                        "optimizers")
+    assert str(info.value) == "the schema lists optimizers that Keras does not have: Adamm"
+
+
+def test_own_classes_join_keras_ones():
+    assert registry.OPTIMIZERS["Yogi"].__name__ == "Yogi" and registry.OPTIMIZERS["SGD"] is keras.optimizers.SGD
+    assert registry.SCHEDULES["CosineDecay"] is keras.optimizers.schedules.CosineDecay
+    assert registry.SPARSE_LOSSES == {"SparseCategoricalCrossentropy"}
+
+
+def test_windowed_layers_come_from_the_schemas_annotation():
+    assert registry.WINDOWS == {"Conv2D": "kernel_size", "SeparableConv2D": "kernel_size",
+                                "DepthwiseConv2D": "kernel_size", "MaxPooling2D": "pool_size",
+                                "AveragePooling2D": "pool_size"}
+    for name, key in registry.WINDOWS.items():
+        assert key in DEFS["layers"][name]["properties"] and key in init_arguments(registry.LAYERS[name])
+
+
+def test_merge_layers_are_the_schemas_and_every_keras_layer_of_their_kind():
+    marked = {name for name, sub in DEFS["layers"].items() if sub.get("x-merge")}
+    assert marked == {"Concatenate", "Add", "Multiply", "Average", "Maximum"}
+    assert registry.MERGE_LAYERS == marked | {"Subtract", "Minimum", "Dot"}
+
+
+def test_refused_layers_are_the_schemas_annotation_and_name_real_keras_classes():
+    refused = DEFS["layers"]["KerasLayer"]["properties"]["class_name"]["x-refused"]
+    assert schema.REFUSED_LAYERS == refused
+    assert set(refused) == {"Lambda", "TFSMLayer", "InputLayer", "Layer", "InputSpec"}
+    assert all(isinstance(vars(keras.layers)[name], type) for name in refused)

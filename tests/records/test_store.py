@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.errors import XrunError
-from runner.records import query, store
+from runner.records import journal, query, store
 
 
 def test_flatten_gives_dotted_keys_json_lists_and_indexed_mappings():
@@ -184,3 +184,97 @@ def test_a_signal_while_the_handlers_are_swapped_leaves_no_handler_behind(monkey
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+# --- the journal: nothing the store did not confirm is lost ----------------------------------------------------
+
+def _enospc(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_file_the_store_refuses_stays_in_the_journal_and_sync_delivers_it(db, tmp_path, monkeypatch, capsys):
+    run = store.Run(db, "exp", "r")
+    run.log_metrics({"loss": 0.5}, step=1)
+    monkeypatch.setattr(run.client, "log_artifact", _enospc)
+    run.log_text("a plot", "plots/curves.txt")  # the run goes on: the store's failure is reported once, at the end
+    folder = tmp_path / "journal" / run.run_id
+    assert capsys.readouterr().err == (f"xrun: the tracking store did not take curves.txt ([Errno 28] No space left "
+                                       f"on device); the run goes on, its files are kept in {folder / 'files'}\n")
+    with pytest.raises(store.StoreFailed) as caught:
+        run.end("FINISHED", "")
+    assert str(caught.value) == (f"the tracking store did not take plots/curves.txt (OSError: [Errno 28] No space "
+                                 f"left on device); run {run.run_id[:8]} and its model are kept in {folder}")
+    assert (folder / "files" / "plots" / "curves.txt").read_text() == "a plot"
+    monkeypatch.undo()
+    assert store.sync(db) == [(run.run_id, db, "FINISHED")]
+    got = MlflowClient(db).get_run(run.run_id)
+    assert got.info.status == "FINISHED" and got.data.metrics == {"loss": 0.5}
+    assert (tmp_path / "artifacts" / run.run_id / "artifacts" / "plots" / "curves.txt").read_text() == "a plot"
+    assert not folder.exists() and store.sync(db) == []
+
+
+def test_a_run_whose_process_died_is_ended_killed_by_sync_with_its_metrics_and_checkpoint(db, tmp_path):
+    run = store.Run(db, "exp", "r")
+    for step in (1, 2):
+        run.log_metrics({"loss": 1.0 / step}, step=step)
+    run.journal.checkpoint.parent.mkdir(parents=True)
+    run.journal.checkpoint.write_bytes(b"model")
+    run.journal.write_state(checkpoint_epoch=2)
+    assert store.sync(db) == []  # alive: its journal is locked, and left alone
+    run._heartbeat.stop()
+    run.journal.close()  # what the process's death does to its lock
+    assert store.sync(db) == [(run.run_id, db, "KILLED")]
+    got = MlflowClient(db).get_run(run.run_id)
+    assert got.info.status == "KILLED" and got.data.tags["xrun.end_reason"] == journal.DIED_REASON
+    assert got.data.tags["xrun.checkpoint_epoch"] == "2"
+    assert [m.value for m in MlflowClient(db).get_metric_history(run.run_id, "loss")] == [1.0, 0.5]
+    assert (tmp_path / "artifacts" / run.run_id / "artifacts" / "checkpoints" / "last.keras").read_bytes() == b"model"
+
+
+def test_a_store_still_down_keeps_the_journal_and_says_so(db, tmp_path):
+    run = store.Run(db, "exp", "r")
+    run._heartbeat.stop()
+    run.journal.close()
+    (tmp_path / "mlflow.db").rename(tmp_path / "moved.db")
+    (tmp_path / "mlflow.db").mkdir()  # the store cannot be opened
+    store._READY.discard(db)
+    (uri, where, status), = [(r, w, s) for r, w, s in store.sync(db)]
+    assert (uri, where) == (run.run_id, db) and status.startswith("not delivered: ")
+    assert (tmp_path / "journal" / run.run_id / journal.STATE).is_file()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_dead_runs_are_recognised_by_their_process_or_their_heartbeat():
+    import os
+    import time
+
+    here, now = os.uname().nodename, time.time()
+    mine = {"xrun.host": here, "xrun.pid": str(os.getpid()), "xrun.process_start": store._process_start(),
+            "xrun.heartbeat": str(int(now))}
+    assert not store.is_dead("RUNNING", mine)
+    assert store.is_dead("RUNNING", mine | {"xrun.pid": str(_dead_pid())})
+    assert store.is_dead("RUNNING", mine | {"xrun.process_start": "1"})  # the pid was reused by another process
+    assert not store.is_dead("FINISHED", mine | {"xrun.pid": str(_dead_pid())})
+    elsewhere = {"xrun.host": "another-machine", "xrun.pid": "1"}
+    assert not store.is_dead("RUNNING", elsewhere | {"xrun.heartbeat": str(int(now - 60))})
+    assert store.is_dead("RUNNING", elsewhere | {"xrun.heartbeat": str(int(now - store.STALE_SECONDS - 1))})
+    assert not store.is_dead("RUNNING", {})  # no heartbeat: not a run xrun can judge
+
+
+def test_a_new_run_records_where_it_runs(db):
+    import os
+
+    run = store.Run(db, "exp", "r")
+    tags = MlflowClient(db).get_run(run.run_id).data.tags
+    assert tags["xrun.host"] == os.uname().nodename and tags["xrun.pid"] == str(os.getpid())
+    assert tags["xrun.process_start"] == store._process_start() and int(tags["xrun.heartbeat"]) > 0
+    run.end("FINISHED")
+    assert not (Path(db.removeprefix("sqlite:///")).parent / "journal" / run.run_id).exists()

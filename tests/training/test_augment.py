@@ -6,8 +6,6 @@ import scipy.ndimage as ndi
 
 tf = pytest.importorskip("tensorflow")
 
-from conftest import SHARED_DATASETS  # noqa: E402
-
 from runner.errors import XrunError  # noqa: E402
 from runner.training.augment import affine_matrices, erasing_settings, make_augmenter, sample_params, transform_images  # noqa: E402
 
@@ -26,17 +24,9 @@ SEED_002 = dict(rotation_range=10, width_shift_range=0.1, height_shift_range=0.1
 
 
 @pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    """Real MNIST digits as float32 [N, 28, 28, 1] in [0, 1], or an asymmetric synthetic stand-in."""
-    path = SHARED_DATASETS / "mnist.npz"
-    if path.exists():
-        with np.load(path) as data:
-            x = data["x_train"][:512]
-    else:  # pragma: no cover
-        rng = np.random.default_rng(0)
-        x = ndi.gaussian_filter(rng.random((512, 28, 28)), 2) * 255
-        x[:, 4:9, 6:20] = 255
-    return (x.astype(np.float32) / 255.0)[..., None]
+def digits(mnist) -> np.ndarray:
+    """The first 512 verified MNIST training digits as float32 [N, 28, 28, 1] in [0, 1]."""
+    return (mnist.x_train[:512].astype(np.float32) / 255.0)[..., None]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +217,12 @@ def test_gaussian_noise_is_added_after_the_geometry(digits):
     noisy = make_augmenter(SEED_002)(x, seed).numpy()
     diff = noisy - geometric
     assert abs(diff.std() - 0.05) < 0.002 and abs(diff.mean()) < 0.002
-    assert noisy.min() < 0 and noisy.max() > 1  # not clipped, as IDG
+    # Not clipped to [0, 1], as IDG: the noise on black and on white pixels is as symmetric as anywhere (a clip
+    # would move its mean by about 0.02 there). Asserted where such pixels are, not on the whole batch's extremes.
+    black, white = geometric < 0.05, geometric > 0.95
+    assert black.sum() > 100_000 and white.sum() > 5_000
+    for where in (black, white):
+        assert abs(diff[where].mean()) < 0.002 and abs(diff[where].std() - 0.05) < 0.002
     only_noise = make_augmenter({"gaussian_noise": 0.05})(x, seed).numpy() - digits[:256]
     assert abs(only_noise.std() - 0.05) < 0.002
 

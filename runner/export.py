@@ -1,0 +1,189 @@
+"""Export a trained model as a SavedModel, TFLite (optionally quantized) or ONNX file, each checked against Keras
+before it is put in place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runner.errors import XrunError
+from runner.evaluate import Labelled
+from runner.training.data import load_dataset
+from runner.use import Model
+
+# Largest |exported - Keras| allowed in any probability on the check images. float32 exports compute the same
+# function with other kernels (differences of a few float32 ulps); float16 weights move outputs by ~1e-3.
+# int8 changes the arithmetic itself: there the accuracy change is what is measured, and bounded by max_drop.
+TOLERANCE = {None: 1e-4, "float16": 2e-2, "int8": None}
+SUFFIX = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}
+CALIBRATION_IMAGES = 200
+
+
+@dataclass
+class Check:
+    images: int
+    max_difference: float
+    keras_accuracy: float
+    exported_accuracy: float
+    agreement: float                  # share of images whose top class is the same
+    tolerance: float | None
+
+
+@dataclass
+class Exported:
+    path: Path
+    description: Path                 # PATH.json: class names, input, output, the check
+    check: Check
+    bytes: int
+
+
+def default_path(model: Model, fmt: str, quantize: str | None) -> Path:
+    name = model.logged.name if model.logged else Path(model.source).stem
+    return Path(f"{name}{'-' + quantize if quantize else ''}{SUFFIX[fmt] or '_savedmodel'}")
+
+
+def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None = None, output: Path | None = None,
+           force: bool = False, max_drop: float = 0.02, data_dir: str | None = None) -> Exported:
+    """Write MODEL in `fmt` to a temporary place, check it on `check_data`, then move it to `output`."""
+    if quantize and fmt != "tflite":
+        raise XrunError(f"--quantize {quantize} applies to --format tflite only", hint="drop --quantize")
+    path = Path(output) if output else default_path(model, fmt, quantize)
+    description = path.with_name(path.name + ".json")
+    _refuse_overwrite([path, description], force)
+    model.keras(check_data.pixels[:1])  # a loaded model has never been called, which Keras's ONNX export needs
+    with tempfile.TemporaryDirectory(prefix="xrun-export-") as tmp:
+        built = Path(tmp) / ("model" + SUFFIX[fmt])
+        WRITERS[fmt](model, built, quantize, lambda: _calibration(model, check_data, data_dir))
+        check = _check(model, READERS[fmt](built), check_data, TOLERANCE[quantize], max_drop)
+        _replace(built, path)
+    description.write_text(json.dumps(_description(model, fmt, quantize, check), indent=2) + "\n")
+    return Exported(path, description, check, _size(path))
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise XrunError("already exists", where=str(existing[0]), hint="give another --output, or --force to replace it")
+
+
+def _replace(built: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    shutil.move(str(built), str(path))
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _description(model: Model, fmt: str, quantize: str | None, check: Check) -> dict:
+    return {"format": fmt, "quantize": quantize, "source": model.source,
+            "model_uri": model.logged.model_uri if model.logged else None, "class_names": model.class_names,
+            "input": f"uint8 pixels 0-255, shape (N, {', '.join(map(str, model.image_shape))})",
+            "output": f"class probabilities, shape (N, {len(model.class_names)}), in class_names order",
+            "check": vars(check)}
+
+
+# --- the check ------------------------------------------------------------------------------------------
+
+def _check(model: Model, run_exported, data: Labelled, tolerance: float | None, max_drop: float) -> Check:
+    expected = model.keras.predict(data.pixels, verbose=0)
+    got = np.asarray(run_exported(data.pixels), dtype=np.float32)
+    check = Check(len(data.labels), float(np.abs(got - expected).max()), _accuracy(expected, data.labels),
+                  _accuracy(got, data.labels), float(np.mean(got.argmax(1) == expected.argmax(1))), tolerance)
+    if tolerance is not None and check.max_difference > tolerance:
+        raise XrunError(f"the exported model's outputs differ from Keras's by up to {check.max_difference:.2e} on "
+                        f"{check.images} images, more than the {tolerance:.0e} allowed; nothing was written",
+                        hint="report it: the converter changed the model")
+    if check.keras_accuracy - check.exported_accuracy > max_drop:
+        raise XrunError(f"the exported model's accuracy is {check.exported_accuracy:.4f}, Keras's "
+                        f"{check.keras_accuracy:.4f} on {check.images} images: a drop of more than {max_drop}; "
+                        "nothing was written", hint="use --quantize float16, or raise --max-drop if that is fine")
+    return check
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(1) == labels))
+
+
+def _calibration(model: Model, check_data: Labelled, data_dir: str | None) -> np.ndarray:
+    """Images that int8 quantization measures activation ranges on: the run's training images where known (so
+    that the check images stay unseen), else the check images themselves."""
+    dataset = model.logged.params.get("data.dataset") if model.logged else None
+    if dataset:
+        return load_dataset(dataset, data_dir).x_train[:CALIBRATION_IMAGES]
+    return check_data.pixels[:CALIBRATION_IMAGES]
+
+
+# --- the formats ----------------------------------------------------------------------------------------
+
+def _write_savedmodel(model: Model, path: Path, quantize, calibration) -> None:
+    model.keras.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def _read_savedmodel(path: Path):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return lambda pixels: loaded.serve(tf.constant(pixels)).numpy()
+
+
+def _write_tflite(model: Model, path: Path, quantize: str | None, calibration) -> None:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="xrun-savedmodel-") as tmp:
+        model.keras.export(tmp, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":  # weights and activations in int8, ranges measured on calibration images
+            images = calibration()
+            converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+        path.write_bytes(converter.convert())
+
+
+def _read_tflite(path: Path):
+    import tensorflow as tf
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        interpreter.resize_tensor_input(source["index"], pixels.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], pixels.astype(source["dtype"]))
+        interpreter.invoke()
+        return interpreter.get_tensor(sink["index"])
+    return run
+
+
+def _write_onnx(model: Model, path: Path, quantize, calibration) -> None:
+    try:
+        import onnxruntime  # noqa: F401 - the check needs it; say so before converting
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise XrunError(f"ONNX export needs tf2onnx and onnxruntime ({exc})",
+                        hint="pip install 'xrun[export]' (tf2onnx, onnx, onnxruntime)") from None
+    model.keras.export(str(path), format="onnx", verbose=False)
+
+
+def _read_onnx(path: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda pixels: session.run(None, {name: pixels})[0]
+
+
+WRITERS = {"savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
+READERS = {"savedmodel": _read_savedmodel, "tflite": _read_tflite, "onnx": _read_onnx}
+FORMATS = tuple(WRITERS)

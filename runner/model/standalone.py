@@ -1,0 +1,65 @@
+"""A trained model made to stand alone: raw uint8 images in, class probabilities out, loadable without xrun."""
+
+from __future__ import annotations
+
+import keras
+
+# The input layer's name, which MLflow's signature, the served JSON and the exported formats show.
+INPUT_NAME = "pixels"
+PIXEL_DTYPE = "uint8"
+
+
+def standalone(trained: keras.Model, image_shape: tuple[int, ...], name: str | None = None) -> keras.Model:
+    """`trained` with training's preprocessing in front of it: uint8 images of `image_shape` (as the dataset stores
+    them), scaled to [0, 1] and given the model's channel axis, then the model's class probabilities.
+
+    The result is a copy, never compiled: it carries no optimizer (a Yogi-trained model needs no xrun class to load)
+    and only Keras's own layers, so a Python without xrun loads it.
+    """
+    if is_standalone(trained):
+        return trained
+    pixels = keras.Input(shape=tuple(image_shape), dtype=PIXEL_DTYPE, name=INPUT_NAME)
+    # Rescaling casts to float32 first, as the training pipeline's `cast(images, float32) / 255` does.
+    x = keras.layers.Rescaling(1.0 / 255, dtype="float32", name="scale_to_unit")(pixels)
+    x = keras.layers.Reshape(tuple(trained.input_shape[1:]), name="channels")(x)
+    # The architecture again, from its config: keras.models.clone_model would copy the compiled state too, and
+    # with it the optimizer (xrun's Yogi) that a Python without xrun cannot load.
+    copy = type(trained).from_config(_in_float32(trained.get_config()))
+    copy.set_weights(trained.get_weights())
+    return keras.Model(pixels, copy(x), name=name or trained.name)
+
+
+def _in_float32(config):
+    """A model config with every mixed-precision dtype policy made float32: the weights are float32 either way,
+    and float32 is what a CPU, TFLite and ONNX run (mixed float16 is slow or unsupported there)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name")).startswith("mixed"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _in_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_in_float32(v) for v in config]
+    return config
+
+
+def metadata(experiment: str, dataset: str, class_names, image_shape) -> dict:
+    """What a user of the model needs to know, kept in its MLmodel file: what goes in, what comes out."""
+    shape = ", ".join(str(d) for d in image_shape)
+    return {"experiment": experiment, "dataset": dataset, "class_names": [str(c) for c in class_names],
+            "input": f"{PIXEL_DTYPE} pixels 0-255, shape (N, {shape}): raw images, scaled inside the model as in "
+                     "training",
+            "output": f"class probabilities, shape (N, {len(class_names)}), in class_names order"}
+
+
+def is_standalone(model: keras.Model) -> bool:
+    """True for a model that takes raw uint8 pixels (one made by `standalone`)."""
+    inputs = model.inputs
+    return len(inputs) == 1 and inputs[0].dtype == PIXEL_DTYPE
+
+
+def image_shape(model: keras.Model) -> tuple[int, ...]:
+    """The shape of one image the model takes (without the batch axis)."""
+    return tuple(model.inputs[0].shape[1:])
+
+
+def num_classes(model: keras.Model) -> int:
+    return int(model.outputs[0].shape[-1])

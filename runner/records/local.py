@@ -1,0 +1,53 @@
+"""What xrun knows about its runs without importing MLflow: where the default store is, and whether a run's process
+is alive. Commands that only read (compare, list, refusing a bad run id) use these and answer in a fraction of a
+second; `import mlflow` alone takes seconds."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+STORE_DIR = Path("mlruns")
+STALE_SECONDS = 900       # a RUNNING run whose heartbeat is older than this is dead, wherever it ran
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the project's SQLite store under ./mlruns."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STORE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def is_dead(status: str, tags: dict, now_s: float | None = None) -> bool:
+    """A RUNNING run whose process is gone (same host), or whose heartbeat is older than STALE_SECONDS."""
+    if status != "RUNNING" or "xrun.heartbeat" not in tags:
+        return False  # not ours, or made before xrun kept heartbeats: nothing to go by
+    if tags.get("xrun.host") == os.uname().nodename and tags.get("xrun.pid", "").isdigit():
+        pid = int(tags["xrun.pid"])
+        alive = _pid_alive(pid) and _process_start(pid) == tags.get("xrun.process_start", _process_start(pid))
+        if not alive:
+            return True
+    now_s = now_s if now_s is not None else time.time()
+    return now_s - float(tags["xrun.heartbeat"]) > STALE_SECONDS
+
+
+def _process_start(pid: int | None = None) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for the run's."""
+    try:
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True

@@ -1,0 +1,221 @@
+"""The Optuna side of a sweep: its storage, sampler and pruner, the study tied to its MLflow parent, and which
+trials are left to run.
+
+Optuna hands out the trials: every worker on the study (processes on one machine, or machines sharing a database)
+asks it for the next one. What is added here is only what Optuna leaves open: a trial asked for after the last
+one was handed out (two workers asking at once) is closed at once as surplus instead of training a point twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from runner.errors import XrunError, did_you_mean
+from runner.sweep.space import Space, choices
+
+STORAGE_ENV = "XRUN_STUDY_STORAGE"
+PARENT_ATTR = "xrun.parent_run_id"
+SURPLUS_ATTR = "xrun.surplus"
+PARENT_WAIT_SECONDS = 120
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # xrun prints one line per trial itself
+# Heartbeats and their retry callback are "experimental" in Optuna (since 2.8/2.9): said once here, not per call.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+SAMPLERS = {
+    "random": lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda space, seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    "cmaes": lambda space, seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+}
+PRUNERS = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+}
+
+
+# --- storage -------------------------------------------------------------------------------------------------
+
+def storage_url(explicit: str | None, tracking_uri: str) -> str:
+    """--storage, else $XRUN_STUDY_STORAGE, else a SQLite file beside the MLflow store (mlruns/optuna.db)."""
+    url = explicit or os.environ.get(STORAGE_ENV)
+    if url:
+        return url
+    folder = Path("mlruns")
+    if tracking_uri.startswith("sqlite:///"):
+        db = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+        folder = Path(db).parent if db not in ("", ":memory:") else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def redacted(url: str) -> str:
+    """A URL fit to print or record: its password replaced by ***."""
+    return re.sub(r"(//[^/:@]+):[^@/]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.storages.RDBStorage:
+    """Optuna's database storage with heartbeats: a trial whose worker stops beating for `grace` seconds is
+    failed and handed to `on_stale` (which queues it again) by the next worker that looks."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with _creation_lock(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are, since 2.9
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+    except Exception as exc:  # a wrong URL, a database that is down, a missing driver
+        raise XrunError(f"cannot open the study storage {redacted(url)} ({_short(exc)})",
+                        hint="check --storage / $XRUN_STUDY_STORAGE (e.g. postgresql://user:pw@host/db), or "
+                             "leave it out for a SQLite file beside the MLflow store") from None
+
+
+class _creation_lock:
+    """A new SQLite study database is created with its tables by the first process to open it; several doing that
+    at once collide, so processes on one machine take turns (a server database needs no lock)."""
+
+    def __init__(self, url: str):
+        self.path = None
+        if url.startswith("sqlite:///"):
+            self.path = Path(url.removeprefix("sqlite:///").split("?", 1)[0]).with_suffix(".init-lock")
+
+    def __enter__(self):
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            self.file.close()
+
+
+def _short(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+# --- the study -----------------------------------------------------------------------------------------------
+
+def sampler(s: Space, seed: int) -> optuna.samplers.BaseSampler:
+    """The grid keeps one seed on every worker (a grid id means the same point everywhere); the other samplers
+    are seeded per trial (the sweep's seed plus the trial number), so workers do not draw the same values."""
+    if s.method == "grid":
+        return optuna.samplers.GridSampler({k: choices(v) for k, v in s.grid.items()}, seed=s.seed)
+    return SAMPLERS[s.method](s, s.seed + seed)
+
+
+def pruner(s: Space) -> optuna.pruners.BasePruner:
+    arguments = {k: v for k, v in s.pruner.items() if k != "type"}
+    return PRUNERS[s.pruner["type"]](**arguments)
+
+
+def create_or_load(name: str, storage, s: Space, make_parent) -> tuple[optuna.Study, str]:
+    """The study, and its MLflow parent run id (a user attribute of the study).
+
+    Of several workers starting at once exactly one creates the study (the database refuses a second); that one
+    makes the parent run with `make_parent()`, the others wait for its id.
+    """
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler(s, 0), pruner=pruner(s),
+                                    direction=s.direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(s, 0), pruner=pruner(s))
+        return study, _wait_for_parent(study)
+    study.set_user_attr(PARENT_ATTR, make_parent())
+    study.set_user_attr("xrun.metric", s.metric)
+    return study, study.user_attrs[PARENT_ATTR]
+
+
+def _wait_for_parent(study: optuna.Study) -> str:
+    deadline = time.monotonic() + PARENT_WAIT_SECONDS
+    while PARENT_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise XrunError(f"study {study.study_name} has no MLflow parent run after {PARENT_WAIT_SECONDS}s "
+                            "(the worker that created it stopped before making one)",
+                            hint="delete the study (optuna delete-study) and start the sweep again")
+        time.sleep(1)
+    return study.user_attrs[PARENT_ATTR]
+
+
+def pruner_name(name: str) -> str:
+    """Checks a pruner name against the registry (the schema's enum), for code that builds one by name."""
+    if name not in PRUNERS:
+        raise XrunError(f"unknown pruner '{name}'", hint=did_you_mean(name, PRUNERS) or ", ".join(PRUNERS))
+    return name
+
+
+# --- which trials are left -----------------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    """Where a study stands, as one worker sees it."""
+
+    to_start: int        # points or draws no trial has taken yet, plus trials queued for a retry
+    running: int
+    done: dict           # state name -> count, surplus trials left out
+
+    @property
+    def finished(self) -> bool:
+        return self.to_start == 0 and self.running == 0
+
+
+def progress(study: optuna.Study, s: Space) -> Progress:
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    taken = len({_slot(t) for t in trials if "failed_trial" not in t.system_attrs})
+    done: dict = {}
+    for t in trials:
+        if t.state.is_finished() and not _retried(t, trials):
+            done[t.state.name] = done.get(t.state.name, 0) + 1
+    return Progress(max(0, s.target - taken) + waiting, running, done)
+
+
+def _slot(trial) -> object:
+    """What a trial stands for: its grid point, or its place among the draws."""
+    return trial.system_attrs.get("grid_id", ("draw", trial.number))
+
+
+def _retried(trial, trials) -> bool:
+    return trial.state == TrialState.FAIL and any(
+        trial.number in t.system_attrs.get("retry_history", ()) for t in trials)
+
+
+def is_surplus(study: optuna.Study, trial: optuna.Trial, s: Space) -> bool:
+    """A trial that is not a retry and whose point an earlier trial already has (grid), or that comes after the
+    study's `trials` draws: two workers asked at once for the last one. The earlier trial number keeps it."""
+    for _ in range(20):
+        trials = study.get_trials(deepcopy=False)
+        own = next(t for t in trials if t.number == trial.number)
+        if "failed_trial" in own.system_attrs:
+            return False
+        earlier = [t for t in trials if t.number < own.number and "failed_trial" not in t.system_attrs]
+        if s.method != "grid":
+            return len(earlier) >= s.target
+        if all("grid_id" in t.system_attrs for t in earlier):
+            slots = {_slot(t) for t in earlier}
+            return _slot(own) in slots or len(slots) >= s.target
+        time.sleep(0.25)  # an earlier trial is being given its point this moment
+    return False
+
+
+def retry_stale(uri_note) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry of a trial whose worker stopped beating, with `uri_note(trial)` first (which ends the dead
+    worker's MLflow run); each trial is retried at most 3 times."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+    def callback(study, trial):
+        uri_note(study, trial)
+        retry(study, trial)
+    return callback

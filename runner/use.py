@@ -1,0 +1,198 @@
+"""Use a trained model: load it (run id, models:/ URI or .keras file), read images to give it, and predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from runner.errors import XrunError
+from runner.language.datasets import DATASETS
+from runner.model import standalone
+from runner.model import yogi as _yogi  # noqa: F401 - registers Yogi, which an older run's model was saved with
+from runner.records import models
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Model:
+    """A model ready to use: raw uint8 images in, probabilities out, with its class names and where it came from."""
+
+    keras: keras.Model
+    class_names: list[str]
+    source: str                                # what the user named
+    logged: models.LoggedModel | None = None   # the MLflow side, unless it came from a file
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return standalone.image_shape(self.keras)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `tiny (run 597a1b18)`, or the file."""
+        if self.logged and self.logged.run_id:
+            return f"{self.logged.name} (run {self.logged.run_id[:8]})"
+        return self.source
+
+
+def load(model: str, uri: str | None = None) -> Model:
+    """MODEL as given on the command line: a .keras file, a models:/ or runs:/ URI, or a run id (or prefix)."""
+    if model.endswith(".keras") or Path(model).is_file():
+        return _from_file(Path(model))
+    logged = models.find(model, uri)
+    try:
+        loaded = models.load_keras(logged)
+    except Exception as exc:
+        raise XrunError(f"{model}: the logged model {logged.model_uri} does not load ({_one_line(exc)})",
+                        hint="it may come from another Keras version; train the run again") from None
+    names = logged.metadata.get("class_names") or _dataset_classes(logged.params.get("data.dataset"), loaded)
+    return Model(_usable(loaded), list(names), model, logged)
+
+
+def _from_file(path: Path) -> Model:
+    if not path.is_file():
+        raise XrunError("no such file", where=str(path), hint="give a .keras file, a run id or a models:/ URI")
+    try:
+        loaded = keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        raise XrunError(f"not a Keras model file ({_one_line(exc)})", where=str(path),
+                        hint="give a .keras file saved by Keras 3 (model.save), a run id or a models:/ URI") from None
+    return Model(_usable(loaded), _dataset_classes(None, loaded), str(path))
+
+
+def _usable(model: keras.Model) -> keras.Model:
+    """A model that takes raw pixels; one that takes scaled floats (a training checkpoint) gets the scaling."""
+    if standalone.is_standalone(model):
+        return model
+    shape = tuple(model.input_shape[1:])
+    return standalone.standalone(model, shape[:-1] if shape[-1:] == (1,) else shape)
+
+
+def _dataset_classes(dataset: str | None, model: keras.Model) -> list[str]:
+    """The class names of the run's dataset; for a bare file, the class numbers."""
+    if dataset in DATASETS:
+        return list(DATASETS[dataset]["class_names"])
+    return [str(i) for i in range(standalone.num_classes(model))]
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+# --- inputs ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Images:
+    names: list[str]      # a file's path, or `file.npy[i]` for one image of an array
+    pixels: np.ndarray    # uint8, (N, *image_shape)
+
+
+def read_inputs(paths: list[str], image_shape: tuple[int, ...]) -> Images:
+    """Image files (PNG, JPEG), folders of them (searched recursively), and .npy arrays of uint8 images."""
+    names, arrays = [], []
+    for given in paths:
+        for path in _files(Path(given)):
+            found_names, pixels = _read(path, image_shape)
+            names += found_names
+            arrays.append(pixels)
+    return Images(names, np.concatenate(arrays))
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise XrunError("no PNG or JPEG images in this folder", where=str(path),
+                            hint="give image files, a folder of them or a .npy of uint8 images")
+        return found
+    if not path.exists():
+        raise XrunError("no such file or folder", where=str(path))
+    return [path]
+
+
+def _read(path: Path, image_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
+    if path.suffix.lower() == ".npy":
+        pixels = _array(path, image_shape)
+        return [f"{path}[{i}]" for i in range(len(pixels))], pixels
+    return [str(path)], read_image(path, image_shape)[None]
+
+
+def read_image(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
+    """One image as uint8 pixels: grey for a one-channel model (an RGB file is converted, as PIL does), RGB for
+    three. Never resized: the model was trained at one size, and a resized image is another input."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = "L" if len(image_shape) == 2 or image_shape[-1] == 1 else "RGB"
+            pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise XrunError(f"not an image xrun can read ({_one_line(exc)})", where=str(path),
+                        hint="give PNG or JPEG files, a folder of them, or a .npy of uint8 images") from None
+    if pixels.shape[:2] != tuple(image_shape[:2]):
+        h, w = pixels.shape[:2]
+        raise XrunError(f"the image is {w}x{h} pixels; the model takes {image_shape[1]}x{image_shape[0]}",
+                        where=str(path), hint=f"resize or crop it to {image_shape[1]}x{image_shape[0]} first")
+    return pixels.reshape(image_shape)
+
+
+def _array(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
+    """A .npy of one image or a stack of them, uint8 0-255 as the datasets store them."""
+    try:
+        pixels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise XrunError(f"not a .npy array ({_one_line(exc)})", where=str(path),
+                        hint="save images with numpy.save(path, uint8_array)") from None
+    if pixels.dtype != np.uint8:
+        raise XrunError(f"the array holds {pixels.dtype}; the model takes uint8 pixels 0-255", where=str(path),
+                        hint="save the raw images (numpy.uint8), not scaled floats: the model scales them itself")
+    if pixels.shape == tuple(image_shape):
+        pixels = pixels[None]
+    if pixels.shape[1:] != tuple(image_shape) and pixels.shape[1:] != (*image_shape, 1):
+        raise XrunError(f"the array's shape is {pixels.shape}; the model takes images of shape {tuple(image_shape)}",
+                        where=str(path), hint=f"give an array of shape (N, {', '.join(map(str, image_shape))})")
+    return pixels.reshape((len(pixels), *image_shape))
+
+
+# --- predicting -----------------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    name: str
+    top: list[tuple[str, float]]   # (class name, probability), most likely first
+
+
+def predict(model: Model, images: Images, top_k: int = 3, batch_size: int = 256) -> list[Prediction]:
+    probabilities = model.keras.predict(images.pixels, batch_size=batch_size, verbose=0)
+    k = min(top_k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [Prediction(name, [(model.class_names[c], float(p[c])) for c in best])
+            for name, p, best in zip(images.names, probabilities, order)]
+
+
+def prediction_rows(predictions: list[Prediction]) -> list[dict]:
+    """One flat row per image, for the table and CSV: file, class_1, p_1, class_2, p_2, ..."""
+    return [{"file": p.name, **{k: v for i, (name, prob) in enumerate(p.top, 1)
+                                for k, v in ((f"class_{i}", name), (f"p_{i}", round(prob, 4)))}}
+            for p in predictions]
+
+
+def prediction_json(predictions: list[Prediction]) -> list[dict]:
+    return [{"file": p.name, "top": [{"class": name, "probability": prob} for name, prob in p.top]}
+            for p in predictions]
+
+
+def text_table(rows: list[dict]) -> str:
+    """Columns padded to their widest cell, numbers right-aligned, probabilities with 4 decimals."""
+    if not rows:
+        return ""
+    cells = [list(rows[0])] + [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    numeric = [isinstance(v, float) for v in rows[0].values()]
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric)).rstrip()
+             for row in cells]
+    return "\n".join(lines) + "\n"
