@@ -1,6 +1,6 @@
 """Image-folder input: xrun's `source: image_folder` pipeline against keras.utils.image_dataset_from_directory.
 
-    .venv/bin/python bench/folder.py                       # 4,000 64x64 RGB JPEGs, 3 epochs; ~3 min on 2 cores
+    .venv/bin/python bench/folder.py                       # 4,000 64x64 RGB JPEGs, 6 epochs; ~6 min on 2 cores
     .venv/bin/python bench/folder.py --images 500 --size 32 --epochs 2 --memory-images 0   # smoke run
 
 1. Throughput: the same folder, the same small conv net, the same batch size; images per second in each epoch
@@ -135,24 +135,25 @@ import folder
 from runner.training.settings import import_tensorflow
 import_tensorflow()
 ds, spe, n = folder.xrun_dataset(folder.Path({str(root)!r}), {size}, {cache!r}, {batch})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 for _ in ds.take(spe):
     pass
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t, n)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t, n)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    rss_kb, seconds, n = done.stdout.split()[-3:]
-    return {"cache": cache, "peak_rss_mib": int(rss_kb) / 1024, "seconds": float(seconds), "images": int(n),
-            "images_per_second": int(n) / float(seconds)}
+    before_kb, rss_kb, seconds, n = done.stdout.split()[-4:]
+    return {"cache": cache, "peak_rss_mib": int(rss_kb) / 1024, "rss_before_epoch_mib": int(before_kb) / 1024,
+            "seconds": float(seconds), "images": int(n), "images_per_second": int(n) / float(seconds)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--memory-images", type=int, default=6000, help="images (224x224) for the memory test")
+    parser.add_argument("--memory-images", type=int, default=12000, help="images (224x224) for the memory test")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "folder.json"))
     args = parser.parse_args(argv)
     result = {"args": vars(args), "load_before": list(np.round(__import__("os").getloadavg(), 2))}
@@ -162,10 +163,15 @@ def main(argv=None) -> int:
         if args.memory_images:
             big = make_folder(Path(tmp) / "big", args.memory_images, 224)
             result["decoded_mib"] = args.memory_images * 224 * 224 * 3 * 0.95 / 2**20
-            result["memory"] = [peak_memory(big, 224, args.batch, c) for c in ("none", "disk")]
+            result["memory"] = [peak_memory(big, 224, args.batch, c) for c in ("none", "disk", "memory")]
     result["load_after"] = list(np.round(__import__("os").getloadavg(), 2))
     later = {name: [e["images_per_second"] for e in epochs[1:]] for name, epochs in result["throughput"].items()}
     result["median_images_per_second_after_epoch_1"] = {k: float(np.median(v)) for k, v in later.items() if v}
+    xrun, keras = later["xrun cache: memory"], later["keras .cache()"]
+    # Epoch by epoch (neighbouring epochs see nearly the same load), then the median.
+    result["ratio_xrun_to_keras_cache_median"] = float(np.median(np.array(xrun) / np.array(keras))) if xrun else None
+    first = {name: epochs[0]["images_per_second"] for name, epochs in result["throughput"].items()}
+    result["epoch_1_images_per_second"] = first
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in result if k not in ("throughput",)}, indent=1))

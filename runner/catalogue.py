@@ -1,14 +1,24 @@
-"""The experiments folder as a catalogue: what each file is, how big its model is, and its best result so far."""
+"""The experiments folder as a catalogue: what each file is, how big its model is, and its best result so far.
+
+No TensorFlow and no MLflow: the parameter count is arithmetic on the model's graph (runner.language.param_count,
+checked against Keras in the tests), and the runs are read straight from a local store (runner.records.query).
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from runner.errors import XrunError
+from runner.language import param_count
+from runner.language.data_facts import data_facts
+from runner.language.source import dotted
 from runner.language.spec import load_spec
 
-COLUMNS = ["file", "name", "dataset", "params", "runs", "best_test_acc", "description"]
+# runs, best_test_acc: runs of the experiment as written (its own epochs and data, no --set but tracking.*);
+# partial_runs: its other finished runs (smoke tests with fewer epochs or less data, --set variants), not ranked.
+COLUMNS = ["file", "name", "dataset", "params", "runs", "best_test_acc", "partial_runs", "description"]
 
 
 def entries(folder: str, tracking_uri: str | None = None) -> list[dict]:
@@ -19,8 +29,8 @@ def entries(folder: str, tracking_uri: str | None = None) -> list[dict]:
     files = sorted([*where.glob("*.yaml"), *where.glob("*.yml")], key=_natural)
     if not files:
         raise XrunError(f"no .yaml files in {folder}", hint="give the folder that holds your experiments")
-    best = _best_results(tracking_uri)
-    return [_entry(f, best) for f in files]
+    runs = _finished_runs(tracking_uri)
+    return [_entry(f, runs) for f in files]
 
 
 def _natural(path: Path) -> list:
@@ -28,17 +38,16 @@ def _natural(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def _entry(path: Path, best: dict) -> dict:
-    row = dict.fromkeys(COLUMNS, None) | {"file": path.name, "name": "", "dataset": "", "runs": 0}
+def _entry(path: Path, finished: dict) -> dict:
+    row = dict.fromkeys(COLUMNS, None) | {"file": path.name, "name": "", "dataset": "", "runs": 0, "partial_runs": 0}
     try:
         spec = load_spec(path)
     except XrunError as exc:
         return {**row, "description": f"invalid: {_reason(exc, path)}"}
-    experiment = spec.tracking.experiment
-    runs, accuracy = best.get((experiment, spec.name), (0, None))
     data = spec.document["data"]  # a built-in dataset's name, or where the own data is
-    row.update(name=spec.name, dataset=data.get("dataset") or f"{data['source']}:{data['path']}", runs=runs, best_test_acc=accuracy,
-               description=_first_sentence(spec.document.get("description")))
+    row.update(name=spec.name, dataset=data.get("dataset") or f"{data['source']}:{data['path']}",
+               description=_first_sentence(spec.document.get("description")),
+               **_results(spec, finished.get((spec.tracking.experiment, spec.name), [])))
     try:
         row["params"] = _param_count(spec)
     except XrunError as exc:  # valid YAML whose layers do not fit together: say so where the size would be
@@ -51,28 +60,48 @@ def _reason(exc: XrunError, path: Path) -> str:
     return exc.line().removeprefix(f"{path}:")
 
 
-def _param_count(spec) -> int:
-    from runner.model.compiler import build_model
+def _param_count(spec) -> int | None:
+    """Weights by arithmetic (no TensorFlow); None where only Keras knows (a KerasLayer, data whose size the files say)."""
+    shape = spec.document["model"].get("input_shape") or data_facts(spec.document, spec.locate).shape
+    if shape is None or None in shape:
+        return None
+    try:
+        return param_count.count_params(spec.graph, shape)
+    except param_count.DoesNotFit as exc:
+        node = exc.node
+        raise XrunError(f"{node.type}'s {exc}", where=spec.locate(node.origin + ("type",)), path=dotted(node.origin),
+                        hint="use padding: same, a smaller window, or down-sample less before this layer") from None
 
-    return build_model(spec).count_params()
 
-
-def _best_results(tracking_uri: str | None) -> dict[tuple[str, str], tuple[int, float | None]]:
-    """(MLflow experiment, run name) -> (finished runs, best test accuracy), over the whole store.
+def _finished_runs(tracking_uri: str | None) -> dict[tuple[str, str], list]:
+    """(MLflow experiment, run name) -> its finished runs, over the whole store.
 
     A sweep's variants are named `NAME [what varied]`, so only plain runs of the experiment count.
     """
     from runner.records import query
 
-    out: dict[tuple[str, str], tuple[int, float | None]] = {}
-    for run in query.find_runs(tracking_uri, where="attributes.status = 'FINISHED'"):
-        count, best = out.get((run.experiment, run.name), (0, None))
-        accuracy = run.metrics.get("test_accuracy")
-        if accuracy is not None and accuracy != accuracy:  # NaN: no result to rank
-            accuracy = None
-        better = accuracy if best is None or (accuracy is not None and accuracy > best) else best
-        out[(run.experiment, run.name)] = (count + 1, better)
+    out: dict[tuple[str, str], list] = {}
+    for run in query.find_runs(tracking_uri, status="FINISHED"):
+        out.setdefault((run.experiment, run.name), []).append(run)
     return out
+
+
+def _results(spec, runs: list) -> dict:
+    """How many runs trained the experiment as written, their best test accuracy, and how many others there are."""
+    full = [r for r in runs if _as_written(r, spec)]
+    accuracies = [a for r in full if (a := r.metrics.get("test_accuracy")) is not None and a == a]  # a NaN: no result
+    return {"runs": len(full), "best_test_acc": max(accuracies, default=None), "partial_runs": len(runs) - len(full)}
+
+
+def _as_written(run, spec) -> bool:
+    """The run trained the file's own epochs on its own data, and changed nothing with --set but where it is recorded
+    (params are as xrun logs them: JSON text of the resolved value)."""
+    from runner.records import tables
+
+    document = spec.document
+    same = (run.params.get("training.epochs") == json.dumps(document["training"].get("epochs"))
+            and run.params.get("data.limit", "null") == json.dumps(document["data"].get("limit")))
+    return same and all(key.startswith("tracking.") for key in tables.overridden(run))
 
 
 def _first_sentence(text: str | None) -> str:

@@ -59,6 +59,7 @@ def cli():
       xrun experiments/model1.yaml           train it, log everything to MLflow
       xrun validate experiments/*.yaml       check files against the schema (no TensorFlow)
       xrun summary experiments/model10.yaml  the compiled model: layers, shapes, parameters
+      xrun predict RUN_ID digits/            classify images with a run's model (also evaluate, export)
     """
 
 
@@ -135,15 +136,19 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     from runner.language.spec import load_spec
 
     spec = load_spec(file, overrides)
-    from runner.records import store
+    from runner.records import journal, local
 
-    _echo_synced(store.sync(tracking_uri, only_this=True))  # runs a dead process left: delivered first
+    if journal.waiting(local.tracking_uri(tracking_uri)):  # what a dead process or a failed store left: first
+        from runner.records import store
+
+        _echo_synced(store.sync(tracking_uri, only_this=True))
     if resume:  # checked against the run's record before TensorFlow loads or anything is written
         from runner.resume import plan
 
         resume = plan(file, list(overrides), resume, tracking_uri, allow_changes)
     _join_cluster(workers, worker_index)
     import_tensorflow()
+    from runner.records import store
     from runner.run import run_experiment
 
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
@@ -215,7 +220,9 @@ def compare(run_ids, experiments, latest, where, sort_by, desc, all_params, fmt,
     runs of --experiment, newest first.
 
     Shows each run's name and id, the params that differ between the runs, parameter count, epochs, losses and
-    accuracies (train, val, best val, test), time and status.
+    accuracies (train, val, best val, test), time and status. To fit the terminal, long values are abbreviated and
+    the least telling columns left out (the table says which; --format csv has them all). Loads neither TensorFlow
+    nor, on a local store, MLflow (except for --where, --plot and --config).
     """
     from runner.records import tables as cmp
 
@@ -238,7 +245,8 @@ def _print_table(table, fmt, cmp, title: str = "") -> None:
     if fmt == "table":
         from rich.console import Console
 
-        Console(width=None if sys.stdout.isatty() else 200).print(cmp.rich_table(table, title))
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(cmp.rich_table(table, title, width=console.width))
     else:
         click.echo({"csv": cmp.to_csv, "json": cmp.to_json, "markdown": cmp.to_markdown}[fmt](table), nl=False)
 
@@ -399,11 +407,11 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
                                "confusion_matrix": result.matrix.tolist()}, indent=2))
     else:
         click.echo(ev.report(loaded, data_set, result), nl=False)
-    if log and loaded.logged is not None:
+    if log and loaded.logged is not None and loaded.logged.run_id:
         run_id = ev.record(loaded, data_set, result, tracking_uri)
         click.echo(f"recorded as MLflow run {run_id}, nested under training run {loaded.logged.run_id}", err=True)
     elif log:
-        click.echo("not recorded in MLflow: a .keras file has no training run", err=True)
+        click.echo(f"not recorded in MLflow: {loaded.source} has no training run", err=True)
 
 
 @cli.command(name="export")
@@ -457,11 +465,12 @@ def export_model(model, fmt, quantize, output, force, check_images, data, max_dr
 @format_option(what="the table")
 def list_experiments(folder, tracking_uri, fmt):
     """Every experiment in FOLDER: description, dataset, parameter count, and its finished runs and best test
-    accuracy so far (runs named as the experiment, in its MLflow experiment; sweep variants are not counted)."""
+    accuracy so far (runs named as the experiment, in its MLflow experiment, that trained its own epochs and data;
+    runs with fewer epochs, less data or --set changes are counted as partial_runs; sweep variants are not counted).
+    Loads neither TensorFlow nor (on a local store) MLflow."""
     from runner import catalogue
     from runner.records import tables as cmp
 
-    import_tensorflow()
     _print_table(catalogue.entries(folder, tracking_uri), fmt, cmp)
 
 

@@ -79,8 +79,9 @@ def labelled_data(model: Model, data: str | None, limit: int | None, data_dir: s
 
 
 def _run_test_split(model: Model, limit: int | None, data_dir: str | None) -> Labelled:
-    if model.logged is None or "data.dataset" not in model.logged.params:
-        raise XrunError(f"{model.source} has no training run to take a test split from",
+    if model.logged is None or model.logged.params.get("data.dataset") not in DATASETS:
+        why = "has no training run" if model.logged is None else "was not trained on a built-in dataset"
+        raise XrunError(f"{model.source} {why} to take a test split from",
                         hint="give --data: a folder with one sub-folder per class, or " + " or ".join(DATASETS))
     run_limit = json.loads(model.logged.params.get("data.limit", "null"))
     return _test_split(model.logged.params["data.dataset"], limit or run_limit, data_dir, "the run's ")

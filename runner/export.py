@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not force:
-        raise XrunError("already exists", where=str(existing[0]), hint="give another --output, or --force to replace it")
+        raise XrunError("already exists", where=str(existing[0]),
+                        hint="give another --output, or --force to replace it")
 
 
 def _replace(built: Path, path: Path) -> None:
@@ -156,7 +158,9 @@ def _read_tflite(path: Path):
     import tensorflow as tf
 
     def run(pixels: np.ndarray) -> np.ndarray:
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        with warnings.catch_warnings():  # "deprecated, use ai_edge_litert": TF 2.21 still ships it, and it works
+            warnings.simplefilter("ignore", UserWarning)
+            interpreter = tf.lite.Interpreter(model_path=str(path))
         source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         interpreter.resize_tensor_input(source["index"], pixels.shape)
         interpreter.allocate_tensors()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runner.errors import XrunError
 from runner.language.spec import Spec, load_spec
-from runner.records import query, store, tables
+from runner.records import local, query
 
 RESUMABLE = ("KILLED", "FAILED", "FINISHED", "RUNNING")  # FINISHED: to train more epochs; RUNNING: when dead
 IGNORED = ("description",)  # rewording a description changes nothing that trains
@@ -31,8 +31,8 @@ class Plan:
 def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = None,
          allow_changes: bool = False) -> Plan:
     """Check a `--resume` against the run's record; raises XrunError (one line) if it cannot go ahead as asked."""
-    uri = store.tracking_uri(uri)
-    full = tables.resolve_ids([run_id], uri)[0]
+    uri = local.tracking_uri(uri)
+    full = query.resolve_id(run_id, uri)  # a bad id is refused here, before MLflow is even imported
     run = query.find_runs(uri, run_ids=[full])[0]
     _check_status(run)
     recorded_text = _artifact(full, "config/resolved.yaml", uri)
@@ -55,7 +55,7 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
 
 
 def _check_status(run: query.RunRecord) -> None:
-    if run.status == "RUNNING" and not store.is_dead(run.status, run.tags):
+    if run.status == "RUNNING" and not local.is_dead(run.status, run.tags):
         where = f"process {run.tags['xrun.pid']} on {run.tags['xrun.host']}" if "xrun.pid" in run.tags else "elsewhere"
         raise XrunError(f"run {run.run_id[:8]} is RUNNING ({where})",
                         hint="wait for it to end, or stop it; a run whose process has gone can be resumed")
@@ -81,7 +81,9 @@ def _recorded_spec(text: str) -> Spec:
 
 
 def _differences(recorded: dict, now: dict) -> dict:
-    was, new = store.flatten(recorded), store.flatten(now)
+    from runner.records.store import flatten  # as the run's params were written
+
+    was, new = flatten(recorded), flatten(now)
     return {k: (was.get(k, "(unset)"), new.get(k, "(unset)")) for k in sorted(was.keys() | new.keys())
             if was.get(k) != new.get(k) and k not in IGNORED}
 

@@ -266,8 +266,10 @@ def _store_failed(job: _Job, exc: store.StoreFailed, status: str) -> None:
 
 
 def _store_option(job: _Job) -> str:
-    default = store.tracking_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
-    return "" if job.run.uri == default else f" --tracking-uri {job.run.uri}"
+    """`--tracking-uri URI` unless the run is in the store a plain `xrun` here would use."""
+    default = f"sqlite:///{(Path('mlruns') / 'mlflow.db').resolve()}"
+    plain = "MLFLOW_TRACKING_URI" not in os.environ and job.run.uri == default
+    return "" if plain else f" --tracking-uri {job.run.uri}"
 
 
 def _sync_command(job: _Job) -> str:
@@ -421,7 +423,8 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
     # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
     # MLflow, the display) sees learning_rate and epoch_seconds. The epoch's metrics are sent and its checkpoint
     # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger).
-    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, callbacks.TrackEpochs(job.run), _Checkpoints(job),
+    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, _EpochsDone(job), callbacks.TrackEpochs(job.run),
+           _Checkpoints(job),
            *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
            history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
@@ -431,6 +434,18 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
                         where=str(job.spec.path), hint="lower optimizer.learning_rate, or add clipnorm")
     return history.history
+
+
+class _EpochsDone(keras.callbacks.Callback):
+    """Counts the epochs completed before anything else hears of the epoch, so an interrupt while its metrics
+    are sent still saves its model."""
+
+    def __init__(self, job: _Job):
+        super().__init__()
+        self.job = job
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.job.epochs_done = epoch + 1
 
 
 class _Checkpoints(keras.callbacks.Callback):
@@ -443,7 +458,6 @@ class _Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         job = self.job
-        job.epochs_done = epoch + 1
         every = job.checkpoint_every
         if every and job.run.journal is not None and (epoch + 1 - job.initial_epoch) % every == 0:
             _checkpoint(job, epoch + 1)
@@ -506,8 +520,10 @@ def _whole_history(job: _Job, history: dict) -> dict:
 def _log_model(run, model: keras.Model, document: dict, dataset, sample: np.ndarray) -> str:
     """The model as it is used: raw uint8 images in (training's scaling inside it), class probabilities out, named
     after the experiment, with its class names and test scores."""
-    served = standalone.standalone(model, sample.shape[1:], document["name"])
-    facts = standalone.metadata(document["name"], dataset.name, dataset.class_names, sample.shape[1:])
+    dtype = "uint8" if sample.dtype == np.uint8 else "float32"  # stored pixels, or floats the pipeline takes as is
+    sample = sample.astype(dtype)
+    served = standalone.standalone(model, sample.shape[1:], document["name"], dtype=dtype)
+    facts = standalone.metadata(document["name"], dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype)
     return run.log_model(served, sample, served.predict(sample, verbose=0), name=document["name"], metadata=facts,
                          linked_metrics=("test_loss", "test_accuracy"))
 

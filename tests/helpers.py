@@ -196,3 +196,19 @@ loss: SparseCategoricalCrossentropy
 training: {{epochs: 1, batch_size: 64, seed: {seed}}}
 tracking: {{experiment: {experiment}, log_model: false, log_images: false}}
 """
+
+
+HEAVY = ("tensorflow", "keras", "mlflow", "optuna")
+_LOADED = ("import sys; from runner.cli import main; code = main(sys.argv[1:]); "
+           f"print('loaded', [m for m in {HEAVY!r} if m in sys.modules], code)")
+
+
+def heavy_modules_after(*args, cwd=None, env: dict | None = None) -> tuple[str, str, str]:
+    """Run `xrun ARGS` in a fresh Python: (its last stdout line, "loaded [heavy modules it imported] EXIT", stderr)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LOADED, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+    lines = done.stdout.splitlines()
+    return "\n".join(lines[:-1]), lines[-1] if lines else "", done.stderr

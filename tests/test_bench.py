@@ -78,3 +78,15 @@ def test_gpu_script_smoke_runs_every_step_on_the_cpu(tmp_path):
     run = client(store_uri(tmp_path)).get_run(row["run_id"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(row["xrun_test_accuracy"])
     assert "| model4 | 1 | 99.37 % |" in done.stdout
+
+
+@pytest.mark.slow
+def test_folder_bench_smoke_runs_both_sides_and_the_memory_probe(tmp_path):
+    out = tmp_path / "folder.json"
+    assert bench_module("folder").main(["--images", "48", "--size", "16", "--epochs", "2", "--batch", "16",
+                                        "--memory-images", "24", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["throughput"]) == {"xrun cache: memory", "keras .cache()", "keras (no cache)"}
+    assert all(len(epochs) == 2 for epochs in result["throughput"].values())
+    assert [m["cache"] for m in result["memory"]] == ["none", "disk", "memory"]
+    assert all(m["images"] == 23 and m["peak_rss_mib"] >= m["rss_before_epoch_mib"] > 0 for m in result["memory"])

@@ -131,13 +131,15 @@ def test_summary_of_an_invalid_file_exits_2(tmp_path, capsys):
 
 def test_summary_json_of_a_small_model(tmp_path, capsys):
     path = tmp_path / "t.yaml"
+    # The hidden layer is changed: the output's 10 units must stay MNIST's 10 classes.
     path.write_text(f"extends: {BASE}\nname: tiny\nmodel:\n  layers:\n    - {{type: Flatten}}\n"
-                    "    - {type: Dense, units: 10}\n")
+                    "    - {type: Dense, units: 10}\n    - {type: Dense, units: 10}\n")
     assert run(["summary", str(path), "--format", "json", "--set", "model.layers[1].units=5"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["name"] == "tiny" and info["total_params"] == 784 * 5 + 5
+    assert info["name"] == "tiny" and info["total_params"] == 784 * 5 + 5 + 5 * 10 + 10
     assert [(r["name"], r["type"], r["inputs"], r["output_shape"]) for r in info["layers"]] == [
-        ("flatten", "Flatten", ["input"], [None, 784]), ("dense", "Dense", ["flatten"], [None, 5])]
+        ("flatten", "Flatten", ["input"], [None, 784]), ("dense", "Dense", ["flatten"], [None, 5]),
+        ("dense_1", "Dense", ["dense"], [None, 10])]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["summary", "--help"], ["-h"]])

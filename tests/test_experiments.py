@@ -5,6 +5,7 @@ A new experiment file fails here until its counts are pinned in PARAMS.
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,15 @@ PARAMS = {
     "best_fashion": (289_066, 288_170, 896),
     # Issue 14: own data, PNG class folders (builds without the folder: image_size and color_mode give the shape).
     "folder_digits": (12_810, 12_810, 0),
+    # Issue 14: the reference architectures, written with blocks; keras.applications' counts (checked below).
+    "vgg16": (138_357_544, 138_357_544, 0),
+    "resnet50": (25_636_712, 25_583_592, 53_120),
+    "mobilenetv2": (3_538_984, 3_504_872, 34_112),
 }
+# The class count of each experiment's output layer, where it is not 10.
+CLASSES = {"vgg16": 1000, "resnet50": 1000, "mobilenetv2": 1000}
+# The keras.applications function each reference architecture reproduces.
+APPLICATIONS = {"vgg16": "VGG16", "resnet50": "ResNet50", "mobilenetv2": "MobileNetV2"}
 
 
 @functools.cache
@@ -59,7 +68,26 @@ def test_experiment_builds_with_its_parameter_counts(path):
     assert spec.name == path.stem
     info = report.model_info(model, spec.graph)
     assert (info["total_params"], info["trainable_params"], info["non_trainable_params"]) == PARAMS[path.stem]
-    assert info["layers"][-1]["output_shape"] == [None, 10]
+    assert info["layers"][-1]["output_shape"] == [None, CLASSES.get(path.stem, 10)]
+
+
+@pytest.mark.parametrize("stem", APPLICATIONS)
+def test_reference_architectures_are_those_of_keras_applications(stem):
+    """Not only the same counts: the same weights, shape for shape, and the same input and output."""
+    spec, model = built(EXPERIMENTS / f"{stem}.yaml")
+    import keras
+    twin = getattr(keras.applications, APPLICATIONS[stem])(weights=None)
+    assert model.count_params() == twin.count_params()
+    assert _counts(model) == _counts(twin) == PARAMS[stem]
+    assert sorted(tuple(w.shape) for w in model.weights) == sorted(tuple(w.shape) for w in twin.weights)
+    assert tuple(model.input_shape) == tuple(twin.input_shape) == (None, 224, 224, 3)
+    assert tuple(model.output_shape) == tuple(twin.output_shape) == (None, 1000)
+
+
+def _counts(model) -> tuple:
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    frozen = sum(math.prod(w.shape) for w in model.non_trainable_weights)
+    return trainable + frozen, trainable, frozen
 
 
 def test_every_pinned_experiment_exists():

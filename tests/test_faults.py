@@ -134,7 +134,8 @@ def test_repeated_ctrl_c_never_cuts_the_save_short(tmp_path):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
     code, out, err = finished(proc)
-    assert code == 130, err
+    # 130, or death by a Ctrl-C that came after xrun had ended the run (a shell shows both as 130)
+    assert code in (130, -signal.SIGINT), err
     assert "Traceback" not in err
     assert f"resume it with: xrun {path} --resume {run_id[:8]} --tracking-uri {uri}" in err
     check_invariant(uri, run_id, tmp_path, "KILLED", 1)

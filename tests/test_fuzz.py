@@ -128,7 +128,8 @@ SCHEDULES = [
     {"type": "PiecewiseConstantDecay", "boundaries_epochs": [1], "values": [0.01, 0.001]},
 ]
 AUGMENTATIONS = {"rotation_range": 10, "width_shift_range": 2, "height_shift_range": 0.1, "zoom_range": 0.1,
-                 "horizontal_flip": True, "gaussian_noise": 0.05, "random_erasing": {}}
+                 "horizontal_flip": True, "gaussian_noise": 0.05, "random_erasing": {},
+                 "brightness_range": [0.8, 1.2], "channel_shift_range": 20, "random_crop": {"padding": 2}}
 
 
 def _optional(draw, options: dict) -> dict:

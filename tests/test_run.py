@@ -342,6 +342,51 @@ def test_an_exception_before_training_fails_the_run_and_a_failure_to_save_does_n
     assert "could not save" in terminal.getvalue() and "no space left" in terminal.getvalue()
 
 
+def test_a_failing_yaml_callback_keeps_the_epochs_metrics_and_the_failed_run_has_error_txt(tmp_path, monkeypatch):
+    class FullDisk(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise OSError(28, "No space left on device")  # as CSVLogger or ModelCheckpoint on a full scratch disk
+
+    monkeypatch.setattr(run_module.build, "callbacks", lambda specs, folder: [FullDisk()])
+    path = write_experiment(tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        train(path)
+    uri = store_uri(tmp_path)
+    run, reason, artifacts = ended(uri)
+    assert run.info.status == "FAILED" and reason == "OSError: [Errno 28] No space left on device"
+    assert len(history(uri, run.info.run_id, "loss")) == 1  # sent before the YAML's callbacks ran
+    assert {"error.txt", "checkpoints/last.keras"} <= artifacts
+    assert run.data.tags["xrun.checkpoint_epoch"] == "1"
+
+
+def test_a_model_that_cannot_be_built_fails_before_any_run_exists(tmp_path):
+    doc = experiment(model={"layers": [{"type": "Conv2D", "filters": 4, "kernel_size": 40}, {"type": "Flatten"},
+                                       {"type": "Dense", "units": 10, "activation": "softmax"}]})
+    path = write_experiment(tmp_path, doc)
+    with pytest.raises(XrunError):
+        train(path)
+    experiment_ = client(store_uri(tmp_path)).get_experiment_by_name("tests")
+    assert experiment_ is None or client(store_uri(tmp_path)).search_runs([experiment_.experiment_id]) == []
+
+
+def test_an_interrupt_once_the_model_is_logged_leaves_the_run_finished(tmp_path, monkeypatch):
+    real = run_module._log_model
+
+    def logged_then_interrupted(*args, **kwargs):
+        uri = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C right as the model's upload ends
+        return uri
+
+    monkeypatch.setattr(run_module, "_log_model", logged_then_interrupted)
+    path = write_experiment(tmp_path, experiment(tracking={"experiment": "tests", "log_model": True,
+                                                           "log_images": False}))
+    with pytest.raises(KeyboardInterrupt):
+        train(path)
+    run, reason, artifacts = ended(store_uri(tmp_path))
+    assert run.info.status == "FINISHED" and reason == ""
+    assert run.data.tags["xrun.model_uri"].startswith("models:/")
+
+
 INTERRUPTED_DOC = experiment(
     data={"dataset": "mnist", "limit": 512, "validation": "test"},
     callbacks=[{"type": "ModelCheckpoint", "monitor": "val_loss"}, {"type": "CSVLogger"}],
@@ -642,3 +687,21 @@ def test_an_interrupted_and_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
     resumed = train(path, resume=run_id)
     assert resumed.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-5)
     assert resumed.test_loss == pytest.approx(whole.test_loss, rel=1e-5)
+
+
+def test_resume_refuses_a_live_running_run_and_takes_a_dead_one_after_ending_it_killed(tmp_path):
+    path, uri, run_id = killed_run(tmp_path)
+    c = client(uri)
+    c.update_run(run_id, status="RUNNING")  # as a process that is still training leaves it
+    c.set_tag(run_id, "xrun.pid", str(os.getpid()))
+    c.set_tag(run_id, "xrun.process_start", store._process_start())
+    with pytest.raises(XrunError) as caught:
+        train(path, resume=run_id)
+    assert caught.value.format() == (f"run {run_id[:8]} is RUNNING (process {os.getpid()} on {os.uname().nodename})"
+                                     "; wait for it to end, or stop it; a run whose process has gone can be resumed")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    c.set_tag(run_id, "xrun.pid", str(gone.pid))  # the process died without ending its run (SIGKILL, OOM)
+    result = train(path, resume=run_id)
+    run = c.get_run(run_id)
+    assert result.run_id == run_id and run.info.status == "FINISHED" and result.epochs_run == 3

@@ -18,6 +18,11 @@ from PIL import Image
 from runner.evaluate import scores
 from runner.training.data import load_dataset
 
+# TF 2.21's tf.lite.Interpreter warns it is deprecated (in favour of ai_edge_litert); Keras's ONNX export patches
+# np.object for tf2onnx, which NumPy 2 warns about.
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning",
+                                        "ignore:.*np.object.*:FutureWarning")
+
 YOGI_DOC = experiment(
     name="tiny_yogi", optimizer={"type": "Yogi", "learning_rate": 0.01},
     data={"dataset": "mnist", "limit": 256, "validation": "test"},
@@ -165,6 +170,20 @@ def test_predict_takes_a_keras_file(trained, digits, tmp_path):
     assert code == 0 and out.splitlines()[1] == ",".join(row), err
 
 
+@pytest.mark.slow
+def test_a_training_checkpoint_is_given_the_scaling_it_was_trained_with(trained, digits, tmp_path):
+    # a compiled model that takes floats in [0, 1], as checkpoints/last.keras of an interrupted run is
+    checkpoint = tmp_path / "last.keras"
+    trained.result.model.save(checkpoint)
+    code, out, err = xrun("predict", checkpoint, digits / "1.png", "-k", "1", "--format", "csv")
+    [row] = expected_rows(trained, [str(digits / "1.png")] * 2, 1)[1:]
+    assert code == 0 and out.splitlines()[1] == ",".join(row), err
+    code, out, err = xrun("evaluate", checkpoint, "--data", "mnist", "--limit", 50, "--format", "json")
+    expected = scores(trained.y[:50].astype(np.int64), probabilities(trained, trained.x[:50]), list("0123456789"))
+    assert code == 0 and json.loads(out)["accuracy"] == expected.accuracy
+    assert err.strip() == f"not recorded in MLflow: {checkpoint} has no training run"
+
+
 def bad(*args) -> str:
     code, out, err = xrun("predict", *args)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
@@ -174,7 +193,8 @@ def bad(*args) -> str:
 @pytest.mark.slow
 def test_a_bad_model_or_input_gets_one_line_and_exit_2(trained, digits):
     uri = ["--tracking-uri", trained.uri]
-    assert bad("0123abcd", digits, *uri) == "no MLflow run with id '0123abcd'; xrun compare --latest 10 lists recent runs"
+    assert bad("0123abcd", digits, *uri) == ("no MLflow run with id '0123abcd'; xrun compare --latest 10 lists "
+                                             "recent runs")
     c = client(trained.uri)
     gone = c.create_run(c.get_run(trained.run_id).info.experiment_id, run_name="gone").info.run_id
     c.delete_run(gone)
@@ -194,7 +214,8 @@ def test_a_bad_model_or_input_gets_one_line_and_exit_2(trained, digits):
     assert bad(trained.run_id, scaled, *uri) == (f"{scaled}: the array holds float64; the model takes uint8 pixels "
                                                  "0-255; save the raw images (numpy.uint8), not scaled floats: the "
                                                  "model scales them itself")
-    assert bad(trained.run_id, trained.folder / "nothing.png", *uri) == f"{trained.folder}/nothing.png: no such file or folder"
+    missing = trained.folder / "nothing.png"
+    assert bad(trained.run_id, missing, *uri) == f"{missing}: no such file or folder"
     assert bad(pdf.with_suffix(".keras"), digits).startswith(f"{pdf.with_suffix('.keras')}: no such file")
     assert bad("models:/m-0000", digits, *uri).startswith("no logged model at models:/m-0000 (")
 
@@ -266,7 +287,8 @@ def test_each_export_is_checked_against_keras_and_runs_by_itself(trained, fmt, q
         pytest.importorskip("tf2onnx")
         pytest.importorskip("onnxruntime")
     output = trained.folder / f"out-{fmt}-{quantize}{'.' + fmt if fmt != 'savedmodel' else ''}"
-    code, out, err = xrun("export", trained.run_id[:8], "--format", fmt, *(["--quantize", quantize] if quantize else []),
+    quantized = ["--quantize", quantize] if quantize else []
+    code, out, err = xrun("export", trained.run_id[:8], "--format", fmt, *quantized,
                           "--output", output, "--check-images", 100, "--max-drop", 0.05, "--tracking-uri", trained.uri)
     assert code == 0, err
     described = json.loads(Path(f"{output}.json").read_text())
@@ -328,13 +350,16 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_raw_uint8_digits_with_the_right_classes(trained):
     port = _free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", trained.result.model_uri, "--env-manager",
-                               "local", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env={**os.environ, "MLFLOW_TRACKING_URI": trained.uri,
-                                                           # it starts uvicorn by name, from the environment's bin
-                                                           "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ['PATH']}"})
+    # MLflow starts uvicorn by name: the environment's bin goes first on PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained.uri,
+           "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ['PATH']}"}
+    log = trained.folder / "serve.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", trained.result.model_uri,
+                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=log_file, env=env)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        _wait_for(f"http://127.0.0.1:{port}/ping", server, log)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
                                          data=json.dumps({"inputs": trained.x[:8].tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})
@@ -348,11 +373,11 @@ def test_mlflow_models_serve_answers_raw_uint8_digits_with_the_right_classes(tra
     np.testing.assert_allclose(served, expected, atol=1e-6)
 
 
-def _wait_for(url: str, server: subprocess.Popen, seconds: float = 180) -> None:
+def _wait_for(url: str, server: subprocess.Popen, log: Path, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {server.stderr.read().decode()[-2000:]}")
+            raise AssertionError(f"mlflow models serve exited: {log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(url, timeout=2).close()
             return

@@ -54,10 +54,11 @@ def settings(data: dict) -> dict:
     return {**{k: p["default"] for k, p in props.items() if "default" in p}, **data}
 
 
-def data_path(data: dict, locate) -> Path:
-    """`data.path`, relative to the YAML file that wrote it (a `--set` one: to the current folder)."""
-    path = Path(data["path"]).expanduser()
-    where = locate(("data", "path"))
+def data_path(data: dict, locate, key: str = "path") -> Path:
+    """`data.path` (or another path key), relative to the YAML file that wrote it (a `--set` one: to the current
+    folder)."""
+    path = Path(data[key]).expanduser()
+    where = locate(("data", key))
     if path.is_absolute() or where is None or not Path(where.file).is_file():
         return path
     return Path(where.file).parent / path
@@ -128,7 +129,15 @@ def _given_names(data: dict) -> tuple[str, ...] | None:
     return tuple(data["class_names"]) if data.get("class_names") else None
 
 
-_FACTS = {"builtin": _builtin, "image_folder": _folder, "arrays": _arrays, "csv": _csv}
+def _tfds(data: dict, locate, strict: bool) -> DataFacts:
+    # Its metadata is TFDS's own (protobuf); the shape and classes are known once TFDS reads it (at run time).
+    if strict:
+        raise data_error(f"the shape of tfds '{data['name']}' images is known only once TensorFlow Datasets reads it",
+                         locate, "set model.input_shape (e.g. [28, 28, 1])", "name")
+    return DataFacts(None, None, f"tfds '{data['name']}'")
+
+
+_FACTS = {"builtin": _builtin, "image_folder": _folder, "arrays": _arrays, "csv": _csv, "tfds": _tfds}
 
 
 # --- folders ----------------------------------------------------------------------------------------------------

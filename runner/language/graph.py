@@ -8,12 +8,15 @@ from typing import Callable
 
 from runner.errors import Location, XrunError, did_you_mean
 from runner.language import schema
+from runner.language.expressions import ExpressionError, bare_name, evaluate, names_in
 from runner.language.source import Path_, dotted
 
 INPUT = "input"  # the model's input; inside a block, the block's input
 MAX_BLOCK_DEPTH = 16
 MAX_LAYERS = 10_000  # nested blocks with `repeat` multiply: cap what a few lines can expand to
 _PARAM = re.compile(r"\$\{([^}]*)\}")
+# The keys of a block use that are not its params (block, name, inputs, repeat, first): the schema's.
+USE_KEYS = frozenset(schema.definition("#/$defs/block_use")["properties"])
 
 
 @dataclass
@@ -40,9 +43,41 @@ class Graph:
         return next(n for n in self.nodes if n.name == name)
 
 
+@dataclass(frozen=True)
+class Origins:
+    """Where the values a block's params put into one of its layers were written, so that a bad one is reported
+    there: {path in the layer: (path of the value at the block use, or of the param's default; the text it replaced)}.
+    """
+
+    at: dict = field(default_factory=dict)
+
+    def source(self, key: Path_, default: Path_) -> Path_:
+        return self.at[key][0] if key in self.at else default
+
+    def _found(self, path: Path_) -> int:
+        return next((n for n in range(len(path), 0, -1) if path[:n] in self.at), 0)
+
+    def path(self, origin: Path_, path: Path_) -> Path_:
+        """Where a problem at `path` inside the layer written at `origin` is shown: at the value given, if one was."""
+        n = self._found(path)
+        return self.at[path[:n]][0] + path[n:] if n else origin + path
+
+    def shown(self, origin: Path_, path: Path_, via: str) -> str:
+        """`path` for a message: the value's own path, saying where the block used it."""
+        n = self._found(path)
+        if not n:
+            return dotted(origin + path) + (f" (in {via})" if via else "")
+        text = self.at[path[:n]][1]
+        used = dotted(origin + path[:n]) + ("" if _PARAM.fullmatch(text) and bare_name(text[2:-1]) else f" = {text}")
+        return f"{dotted(self.path(origin, path))} (used in {used})"
+
+
+NO_ORIGINS = Origins()
+
 Locate = Callable[..., "Location | None"]
-# (layer or block use, its path, "block 'x' at ..." or "") -> the item to expand (defaults filled), or None: as is
-CheckItem = Callable[[dict, Path_, str], "dict | None"]
+# (layer or block use, its path, "block 'x' at ..." or "", where its param values came from) -> the item to
+# expand (defaults filled), or None: as is
+CheckItem = Callable[[dict, Path_, str, Origins], "dict | None"]
 
 
 def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: CheckItem | None = None) -> Graph:
@@ -53,13 +88,16 @@ def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: 
     """
     expander = _Expander(model.get("blocks") or {}, locate, check_item or _with_defaults)
     last = expander.items(model["layers"], ("model", "layers"), INPUT, prefix="", via="", depth=0)
+    if not expander.nodes:
+        raise XrunError("the model has no layers", where=locate(("model", "layers")), path="model.layers",
+                        hint="its block uses repeat 0 times: give one repeat: 1 or more, or add a layer")
     outputs = _as_list(model.get("outputs")) or [last]
     graph = Graph(expander.nodes, outputs, expander.aliases, expander.entries)
     _Checker(graph, locate, merge_types).run()
     return graph
 
 
-def _with_defaults(item, path: Path_, via: str):
+def _with_defaults(item, path: Path_, via: str, origins: Origins = NO_ORIGINS):
     """Without a checker, items still get the schema's defaults (a block use's `repeat`)."""
     return schema.with_defaults(item, "#/$defs/model_item")
 
@@ -87,17 +125,23 @@ class _Expander:
         self.stack: list[str] = []
         self.top: Path_ = ()  # the item of model.layers being expanded
 
-    def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int) -> str:
-        """Expand a list of layers/blocks; returns the name of the last layer."""
-        items = [self.check_item(item, path + (i,), via) or item for i, item in enumerate(items)]
+    def items(self, items: list, path: Path_, prev: str, prefix: str, via: str, depth: int,
+              inputs: dict | None = None, origins: list[Origins] | None = None) -> str:
+        """Expand a list of layers/blocks; returns the name of the last layer.
+
+        `inputs` names a block's inputs ({declared name: layer}); `origins` says where each item's param values
+        were written.
+        """
+        origins = origins or [NO_ORIGINS] * len(items)
+        items = [self.check_item(item, path + (i,), via, origins[i]) or item for i, item in enumerate(items)]
         # Every name in the list is known up front, so `inputs` may also name a layer listed further down.
         renames = {item["name"]: f"{prefix}{item['name']}" for item in items if item.get("name", INPUT) != INPUT}
-        renames[INPUT] = prev
+        renames.update({INPUT: prev, **(inputs or {})})
         for i, item in enumerate(items):
             here = path + (i,)
             self.top = here if depth == 0 else self.top
             if "block" in item:
-                prev = self.block_use(item, here, prev, prefix, renames, via, depth)
+                prev = self.block_use(item, here, prev, prefix, renames, via, depth, origins[i])
             else:
                 prev = self.layer(item, here, prev, prefix, renames, via)
         return prev
@@ -133,32 +177,49 @@ class _Expander:
         return full
 
     def block_use(self, item: dict, path: Path_, prev: str, prefix: str, renames: dict, via: str,
-                  depth: int) -> str:
+                  depth: int, origins: Origins) -> str:
         block = self.find_block(item, path)
-        params = self.bind_params(block, item, path)
+        params, sources = self.bind_params(block, item, path, origins)
         name = self.name_for(item.get("name"), item["block"], prefix, renames, path)
-        given_inputs = _as_list(item.get("inputs"))
-        if len(given_inputs) > 1:
-            raise XrunError(f"a block takes one input, got {len(given_inputs)}", where=self.locate(path + ("inputs",)),
-                            path=dotted(path + ("inputs",)) + (f" (in {via})" if via else ""),
-                            hint="merge them first with Concatenate or Add, and give the block that")
-        start = renames.get(given_inputs[0], given_inputs[0]) if given_inputs else prev
-        if given_inputs:  # the block's first layers take it: a wrong name is reported here, where it is written
-            self.entries.setdefault(start, (path + ("inputs",), via, renames))
+        declared = block.get("inputs") or [INPUT]
+        starts = self.block_inputs(item, declared, path, prev, renames, via)
         here_via = via or f"block '{item['block']}' at {dotted(path)}"
         if depth >= MAX_BLOCK_DEPTH or item["block"] in self.stack:
             raise XrunError(f"block '{item['block']}' uses itself", where=self.locate(path + ("block",)),
                             path=dotted(path + ("block",)), hint="a block may not contain itself")
         self.stack.append(item["block"])
+        layers_path = ("model", "blocks", item["block"], "layers")
+        start = starts[0]  # repeat 0 passes its (first) input through; each repeat takes the one before
         for r in range(item["repeat"]):
-            inner = _substitute(block["layers"], params, ("model", "blocks", item["block"], "layers"), self.locate)
+            values, where = self.first_repeat(item, params, sources, path, origins) if r == 0 else (params, sources)
+            inner, inner_origins = _substitute_layers(block["layers"], values, where, layers_path, self.locate)
             rep_prefix = f"{name}_" if item["repeat"] == 1 else f"{name}_{r + 1}_"
-            start = self.items(inner, ("model", "blocks", item["block"], "layers"), start, rep_prefix,
-                               here_via, depth + 1)
+            inputs = dict(zip(declared, [start, *starts[1:]])) if declared != [INPUT] else None
+            start = self.items(inner, layers_path, start, rep_prefix, here_via, depth + 1, inputs, inner_origins)
         self.stack.pop()
         self.aliases[name] = start
         renames[item.get("name", name)] = start
         return start
+
+    def block_inputs(self, item: dict, declared: list, path: Path_, prev: str, renames: dict, via: str) -> list:
+        """The layers a block use takes, one per input its block declares (a block without `inputs` takes one)."""
+        given = _as_list(item.get("inputs"))
+        if len(given or [prev]) != len(declared):
+            raise self.inputs_error(item, declared, len(given or [prev]), path + (("inputs",) if given else ()), via)
+        starts = [renames.get(g, g) for g in given] or [prev]
+        for start in starts if given else ():  # a wrong name is reported here, where it is written
+            self.entries.setdefault(start, (path + ("inputs",), via, renames))
+        return starts
+
+    def inputs_error(self, item: dict, declared: list, count: int, path: Path_, via: str) -> XrunError:
+        shown = dotted(path) + (f" (in {via})" if via else "")
+        if len(declared) == 1:
+            return XrunError(f"block '{item['block']}' takes one input, got {count}", where=self.locate(path),
+                             path=shown, hint="merge them first with Concatenate or Add, or declare the block's "
+                             f"inputs: model.blocks.{item['block']}.inputs: [NAME, NAME]")
+        return XrunError(f"block '{item['block']}' takes {len(declared)} inputs ({', '.join(declared)}), got {count}",
+                         where=self.locate(path), path=shown,
+                         hint=f"list them in this block use: inputs: [{', '.join(['LAYER'] * len(declared))}]")
 
     def find_block(self, item: dict, path: Path_) -> dict:
         if item["block"] not in self.blocks:
@@ -166,40 +227,102 @@ class _Expander:
                 "define it under model.blocks" if not self.blocks else "defined blocks: " + ", ".join(self.blocks))
             raise XrunError(f"unknown block '{item['block']}'", where=self.locate(path + ("block",)),
                             path=dotted(path + ("block",)), hint=hint)
-        return self.blocks[item["block"]]
+        block = self.blocks[item["block"]]
+        self.check_input_names(item["block"], block)
+        return block
 
-    def bind_params(self, block: dict, item: dict, path: Path_) -> dict:
+    def check_input_names(self, name: str, block: dict) -> None:
+        """A block's layers may not take the names of its inputs."""
+        for i, layer in enumerate(block["layers"]):
+            if isinstance(layer, dict) and layer.get("name") in (block.get("inputs") or ()):
+                path = ("model", "blocks", name, "layers", i, "name")
+                raise XrunError(f"the name '{layer['name']}' is taken: it is an input of block '{name}'",
+                                where=self.locate(path), path=dotted(path), hint="give this layer another name")
+
+    def bind_params(self, block: dict, item: dict, path: Path_, origins: Origins) -> tuple[dict, dict]:
+        """The params' values for this use, and where each was written (the use, or the param's default)."""
         declared = block.get("params") or {}
-        given = {k: v for k, v in item.items() if k not in ("block", "name", "inputs", "repeat")}
+        given = {k: v for k, v in item.items() if k not in USE_KEYS}
+        self.check_param_names(item["block"], declared, given, path)
+        self.check_param_names(item["block"], declared, item.get("first") or {}, path + ("first",))
+        params = {**declared, **given}
+        first = item.get("first") or {}
+        # A param given only under `first:` is given for all of a single repeat.
+        missing = [k for k, v in params.items() if v is None and (item["repeat"] > 1 or first.get(k) is None)]
+        if missing:
+            raise XrunError(f"block '{item['block']}' needs param '{missing[0]}'", where=self.locate(path),
+                            path=dotted(path), hint=f"add '{missing[0]}: VALUE' to this block use")
+        sources = {k: ("model", "blocks", item["block"], "params", k) for k in declared}
+        sources.update({k: origins.source((k,), path + (k,)) for k in given})
+        return params, sources
+
+    def check_param_names(self, block: str, declared: dict, given: dict, path: Path_) -> None:
         for key in given:
             if key not in declared:
                 hint = did_you_mean(key, declared) or ("its params: " + ", ".join(declared) if declared
                                                        else "it takes no params")
-                raise XrunError(f"block '{item['block']}' has no param '{key}'", where=self.locate(path + (key,), key=True),
+                raise XrunError(f"block '{block}' has no param '{key}'", where=self.locate(path + (key,), key=True),
                                 path=dotted(path + (key,)), hint=hint)
-        params = {**declared, **given}
-        missing = [k for k, v in params.items() if v is None]
-        if missing:
-            raise XrunError(f"block '{item['block']}' needs param '{missing[0]}'", where=self.locate(path),
-                            path=dotted(path), hint=f"add '{missing[0]}: VALUE' to this block use")
-        return params
+
+    def first_repeat(self, item: dict, params: dict, sources: dict, path: Path_, origins: Origins):
+        """The params of the first repeat: `first:` overrides some (a ResNet stage's first block has stride 2)."""
+        first = item.get("first") or {}
+        where = {k: origins.source(("first", k), path + ("first", k)) for k in first}
+        return {**params, **first}, {**sources, **where}
 
 
-def _substitute(value, params: dict, path: Path_, locate: Locate):
-    """A copy of `value` with "${p}" replaced by the param's value (whole strings keep the value's type)."""
+def _substitute_layers(layers: list, params: dict, sources: dict, path: Path_, locate: Locate):
+    """A block's layers with their params filled in, and where each layer's param values were written."""
+    found: dict = {}
+    inner = _substitute(layers, params, sources, path, locate, found)
+    origins = [Origins({p[len(path) + 1:]: v for p, v in found.items() if p[:len(path) + 1] == path + (i,)})
+               for i in range(len(inner))]
+    return inner, origins
+
+
+def _substitute(value, params: dict, sources: dict, path: Path_, locate: Locate, found: dict):
+    """A copy of `value` with each "${expression}" replaced by its value (a whole string keeps the value's type);
+    `found` gets, for each string a single param went into, that param's source and the string."""
     if isinstance(value, dict):
-        return {k: _substitute(v, params, path + (k,), locate) for k, v in value.items()}
+        return {k: _substitute(v, params, sources, path + (k,), locate, found) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, params, path + (i,), locate) for i, v in enumerate(value)]
+        return [_substitute(v, params, sources, path + (i,), locate, found) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
-    for ref in _PARAM.findall(value):
-        if ref not in params:
-            hint = did_you_mean(ref, params) or ("declare it under params" if not params else
-                                                 "declared params: " + ", ".join(params))
-            raise XrunError(f"unknown block param '${{{ref}}}'", where=locate(path), path=dotted(path), hint=hint)
+    used = [name for ref in _PARAM.findall(value) for name in _known_names(ref, params, path, locate)]
+    if len(set(used)) == 1:  # the value comes from one param: a bad one is shown where that param was given
+        found[path] = (sources[used[0]], value)
     whole = _PARAM.fullmatch(value)
-    return params[whole.group(1)] if whole else _PARAM.sub(lambda m: str(params[m.group(1)]), value)
+    if whole:
+        return _value(whole.group(1), params, sources, path, value, locate)
+    return _PARAM.sub(lambda m: str(_value(m.group(1), params, sources, path, value, locate)), value)
+
+
+def _known_names(ref: str, params: dict, path: Path_, locate: Locate) -> list[str]:
+    """The params an expression uses, each of them declared."""
+    names = names_in(ref)
+    for name in names:
+        if name not in params:
+            hint = did_you_mean(name, params) or ("declare it under params" if not params else
+                                                  "declared params: " + ", ".join(params))
+            what = f"'${{{ref}}}'" if bare_name(ref) else f"'{name}' in '${{{ref}}}'"
+            raise XrunError(f"unknown block param {what}", where=locate(path), path=dotted(path), hint=hint)
+    return names
+
+
+def _value(ref: str, params: dict, sources: dict, path: Path_, text: str, locate: Locate):
+    """The value of one "${...}": a param as it is, or the number an expression over params comes to."""
+    name = bare_name(ref)
+    if name is not None:
+        return params[name]
+    try:
+        return evaluate(ref, params)
+    except ExpressionError as exc:
+        if exc.name is None:  # the expression itself is at fault
+            raise XrunError(exc.message, where=locate(path), path=dotted(path), hint=exc.hint) from None
+        source = sources[exc.name]  # the value given to the param is
+        raise XrunError(exc.message, where=locate(source), path=f"{dotted(source)} (used in {dotted(path)} = {text})",
+                        hint=exc.hint) from None
 
 
 class _Checker:
@@ -259,6 +382,10 @@ class _Checker:
                 raise XrunError(f"unknown layer '{out}' in outputs", where=where, path="model.outputs",
                                 hint=did_you_mean(out, self.by_name) or "name a layer of this model")
         self.graph.outputs = [self.graph.aliases.get(o, o) for o in self.graph.outputs]
+        if INPUT in self.graph.outputs:  # a block use that repeats 0 times passes its input through
+            raise XrunError("the model's output is its input", where=self.locate(("model", "outputs")),
+                            path="model.outputs", hint="end the model with a layer (a block that repeats 0 times "
+                            "adds none)")
 
     def topological(self) -> list[Node]:
         """The nodes, each after its inputs; iterative, since a long chain written bottom-up is deep."""

@@ -91,7 +91,9 @@ def _enum_words() -> dict:
     """What the values of each named list are, for messages: 'unknown activation', not 'unknown value'."""
     d = schema()["$defs"]
     words = {"layer type": d["layer_type"]["enum"], "activation": d["activation"]["enum"],
-             "initializer": d["initializer"]["enum"], "optimizer": d["optimizer"]["properties"]["type"]["enum"],
+             "initializer": d["initializer_name"]["enum"],
+             "initializer type": d["initializer_object"]["properties"]["type"]["enum"],
+             "optimizer": d["optimizer"]["properties"]["type"]["enum"],
              "loss": d["loss"]["then"]["enum"], "callback": d["callback"]["properties"]["type"]["enum"],
              "learning-rate schedule": d["schedule"]["properties"]["type"]["enum"],
              "dataset": definition("#/$defs/data_sources/builtin")["properties"]["dataset"]["enum"],
@@ -321,6 +323,12 @@ def _dependent(err, path):
                 yield path, False, f"'{key}' needs '{need}'", f"add '{need}:' here"
 
 
+def _unique_items(err, path):
+    seen = set()
+    twice = next(v for v in err.instance if json.dumps(v) in seen or seen.add(json.dumps(v)))
+    yield path, False, f"{_show(twice)} is listed twice", "list each once"
+
+
 def _fallback(err, path):
     yield path, False, err.message, None
 
@@ -332,6 +340,7 @@ _EXPLAINERS = {
     "minimum": _bound, "maximum": _bound, "exclusiveMinimum": _bound, "exclusiveMaximum": _bound,
     "minItems": _length, "maxItems": _length, "minLength": _length, "maxLength": _length,
     "minProperties": _length, "pattern": _pattern, "oneOf": _alternatives, "anyOf": _alternatives,
+    "uniqueItems": _unique_items,
 }
 
 _TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",

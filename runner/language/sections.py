@@ -33,6 +33,18 @@ class RandomErasing:
 
 
 @dataclass(frozen=True)
+class RandomCrop:
+    padding: int
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """`mixup` or `cutmix`: a batch operation on images and one-hot labels."""
+
+    alpha: float
+
+
+@dataclass(frozen=True)
 class Augmentation:
     rotation_range: float | None
     width_shift_range: float | None
@@ -44,6 +56,11 @@ class Augmentation:
     horizontal_flip: bool | None
     vertical_flip: bool | None
     gaussian_noise: float | None
+    brightness_range: tuple[float, float] | None
+    channel_shift_range: float | None
+    random_crop: RandomCrop | None
+    mixup: Mixing | None
+    cutmix: Mixing | None
     random_erasing: RandomErasing | None
 
 
@@ -78,7 +95,8 @@ class Sections:
 
 
 # Fields that hold a section of their own.
-_NESTED = {(Augmentation, "random_erasing"): RandomErasing,
+_NESTED = {(Augmentation, "random_erasing"): RandomErasing, (Augmentation, "random_crop"): RandomCrop,
+           (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing,
            **{(Sections, f.name): cls for f, cls in zip(fields(Sections), (Data, Augmentation, Training, Tracking))}}
 
 

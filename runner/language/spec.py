@@ -12,7 +12,7 @@ from pathlib import Path
 from runner.errors import Location, XrunError
 from runner.language import data_facts, schema
 from runner.language.extends import load_with_bases
-from runner.language.graph import Graph, build_graph
+from runner.language.graph import NO_ORIGINS, Graph, Origins, build_graph
 from runner.language.overrides import apply_override
 from runner.language.sections import Augmentation, Data, Sections, Tracking, Training, sections_of
 from runner.language.source import Locations, Path_, dotted, read_text
@@ -83,16 +83,17 @@ def _item_checker(locate):
     with the schema's defaults filled in (a block's layers are only concrete here, so only here can they be)."""
     passed: dict[str, dict] = {}  # a block repeated many times yields the same items: check each once
 
-    def check(item: dict, origin: Path_, via: str) -> dict:
+    def check(item: dict, origin: Path_, via: str, origins: Origins = NO_ORIGINS) -> dict:
         key = json.dumps(item, sort_keys=True, default=str)
         if key in passed:
             return passed[key]
 
-        def shown(p) -> str:
-            return dotted(origin + tuple(p)) + (f" (in {via})" if via else "")
+        def shown(p) -> str:  # a value a block param put here is shown where the param was given
+            return origins.shown(origin, tuple(p), via)
 
         if via:  # an item of model.layers was checked with the whole document already
-            schema.check(item, lambda p, key=False: locate(origin + tuple(p), key), "#/$defs/model_item", shown)
+            schema.check(item, lambda p, key=False: locate(origins.path(origin, tuple(p)), key), "#/$defs/model_item",
+                         shown)
         refused = item.get("class_name") if item.get("type") == "KerasLayer" else None
         if refused in schema.REFUSED_LAYERS:
             raise XrunError(f"the layer '{refused}' is not allowed", where=locate(origin + ("class_name",)),
@@ -116,6 +117,26 @@ def _check_consistency(document: dict, locate) -> None:
             raise XrunError(f"{cb['type']} monitors '{monitor}' but data.validation is 'none'",
                             where=locate(path), path=dotted(path),
                             hint="monitor 'loss', or validate on a split or the test set")
+    _check_augmentation(document, locate)
+
+
+def _check_augmentation(document: dict, locate) -> None:
+    """What the augmentation schema cannot say: a [lo, hi] in order, and mixing only on one-hot labels."""
+    augmentation = document.get("augmentation") or {}
+    for key in ("zoom_range", "brightness_range"):
+        bounds = augmentation.get(key)
+        if isinstance(bounds, list) and bounds[0] > bounds[1]:
+            path = ("augmentation", key)
+            raise XrunError(f"expected [lo, hi] with lo <= hi, got {bounds}", where=locate(path), path=dotted(path),
+                            hint=f"write [{bounds[1]}, {bounds[0]}]")
+    loss = document["loss"] if isinstance(document["loss"], str) else document["loss"]["type"]
+    for name in ("mixup", "cutmix"):
+        # A Sparse* loss takes class numbers (runner.model.registry.SPARSE_LOSSES): mixed labels need one-hot ones.
+        if name in augmentation and loss.startswith("Sparse"):
+            path = ("augmentation", name)
+            raise XrunError(f"{name} mixes the labels of two images, which needs one-hot labels, but {loss} takes "
+                            "class numbers", where=locate(path, key=True), path=dotted(path),
+                            hint=f"use loss: {loss.removeprefix('Sparse')}, the same loss on one-hot labels")
 
 
 def _check_input(document: dict, locate, graph: Graph) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
 import re
 
 import keras
+from keras.src.backend.common import global_state  # Keras's list of variables still to be made (_shapes_only)
 
 from runner.errors import XrunError, did_you_mean
 from runner.language.data_facts import data_facts
@@ -15,6 +17,7 @@ from runner.language.graph import INPUT, Graph, Node
 from runner.language.source import dotted
 from runner.language.spec import Spec
 from runner.model import registry
+from runner.model.applications import build_application
 
 
 def build_model(spec: Spec) -> keras.Model:
@@ -56,26 +59,45 @@ def _weight_counts(graph: Graph, shape: tuple, layers: dict):
     shapes = {INPUT: (None, *shape)}
     for node in graph.nodes:
         inputs = [shapes[r] for r in node.inputs]
+        given = inputs if len(inputs) > 1 else inputs[0]
         try:
-            out = tuple(layers[node.name].compute_output_shape(inputs if len(inputs) > 1 else inputs[0]))
-            count = _estimate(layers[node.name], inputs[0])
+            out = tuple(layers[node.name].compute_output_shape(given))
         except Exception:  # a shape the layer cannot take: the real build reports it at the right line
             return
         if not all(d is None or isinstance(d, int) for d in out):
             return  # a layer with several outputs: leave it to the real build
         shapes[node.name] = out
-        yield node, count
+        yield node, _estimate(layers[node.name], given)
 
 
-def _estimate(layer, in_shape: tuple) -> int:
-    channels = in_shape[-1] or 0
-    config = layer.get_config()
-    if isinstance(layer, keras.layers.Dense):
-        return channels * config["units"] + config["units"]
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-        kernel = math.prod(config["kernel_size"]) * channels // config.get("groups", 1)
-        return kernel * config["filters"] + config["filters"]
-    return 0
+def _estimate(layer: keras.layers.Layer, in_shape) -> int:
+    """The layer's parameter count, whatever its kind: a copy of it built with variables that have shapes but no
+    values (a 16 GiB SeparableConv2D is counted, not allocated)."""
+    if layer.built:  # a whole model used as a layer, say: its weights exist already
+        return layer.count_params()
+    try:
+        with _shapes_only():
+            copy = type(layer).from_config(layer.get_config())
+            copy.build(in_shape)
+            return sum(math.prod(w.shape) for w in copy.weights)
+    except Exception:  # a layer that cannot build this way: the real build allocates (and reports) it
+        return 0
+
+
+@contextlib.contextmanager
+def _shapes_only():
+    """Variables made here get their shapes and never their values.
+
+    In a StatelessScope Keras defers making a variable's value to the end of the outermost scope; told not to
+    then, it keeps the variables on a list for the next scope that ends, so they are taken off that list here.
+    """
+    pending = global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)
+    before = len(pending)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        del pending[before:]
 
 
 def _memory_bytes() -> int:
@@ -117,6 +139,8 @@ def make_layer(node: Node, spec: Spec, output: bool = False) -> keras.layers.Lay
     args = {k: registry.ARG_BUILDERS.get(k, _same)(v) for k, v in node.args.items()}
     if output:
         args["dtype"] = "float32"  # the output (softmax) stays float32 under mixed precision
+    if node.type == "Application":  # a whole network, built by a function
+        return build_application(node, spec, args)
     cls = _layer_class(node, args, spec)
     try:
         return cls(name=node.name, **args)
@@ -195,7 +219,7 @@ def _functional(spec: Spec, shape: tuple, layers: dict) -> keras.Model:
 
 def _shape_error(node: Node, spec: Spec, inputs: list[tuple[str, tuple]], exc: Exception) -> XrunError:
     """Why a layer cannot take what it is given, in the YAML's terms where the case is a common one."""
-    kind = node.args.get("class_name", node.type) if node.type == "KerasLayer" else node.type
+    kind = node.args.get("class_name", node.type) if node.type in registry.BY_CLASS_NAME else node.type
     text = _first_line(exc)
     for explain in (_window_too_big, _wrong_rank, _merge_mismatch, _reshape_size):
         found = explain(kind, node.args, inputs, text)

@@ -35,7 +35,11 @@ def _named(names, classes: dict[str, type], what: str) -> dict[str, type]:
 # `KerasLayer` reaches any other public keras.layers class by its class name, as Keras's own deserialisation
 # does; the classes the schema refuses (they run or load code, or are no layers) are left out for good.
 KERAS_LAYERS = {name: cls for name, cls in _classes(L, L.Layer).items() if name not in schema.REFUSED_LAYERS}
-LAYERS = _named([t for t in schema.layer_types() if t != "KerasLayer"], KERAS_LAYERS, "layers")
+# The layer types that name what they build in `class_name`: any keras.layers class, a keras.applications network.
+BY_CLASS_NAME = ("KerasLayer", "Application")
+LAYERS = _named([t for t in schema.layer_types() if t not in BY_CLASS_NAME], KERAS_LAYERS, "layers")
+# keras.applications' networks (MobileNetV2, ResNet50, ...): the functions that build them, by name.
+APPLICATIONS = {name: fn for name, fn in vars(keras.applications).items() if name[:1].isupper() and callable(fn)}
 OPTIMIZERS = _named(_DEFS["optimizer"]["properties"]["type"]["enum"],
                     {**_classes(keras.optimizers, keras.optimizers.Optimizer), **_OWN}, "optimizers")
 LOSSES = _named(_DEFS["loss"]["then"]["enum"], _classes(keras.losses, keras.losses.Loss), "losses")
@@ -73,5 +77,20 @@ def regularizer(spec: dict) -> keras.regularizers.Regularizer:
     return keras.regularizers.L1L2(l1=spec.get("l1", 0.0), l2=spec.get("l2", 0.0))
 
 
+INITIALIZERS = _named(_DEFS["initializer_object"]["properties"]["type"]["enum"],
+                      _classes(keras.initializers, keras.initializers.Initializer), "initializers")
+
+
+def initializer(spec):
+    """A Keras name (`he_normal`) as it is; {type: HeNormal, seed: 1} as that class with its arguments."""
+    if not isinstance(spec, dict):
+        return spec
+    return INITIALIZERS[spec["type"]](**{k: v for k, v in spec.items() if k != "type"})
+
+
+# Every layer argument the schema types as an initializer (kernel_, bias_, gamma_initializer, ...).
+_INITIALIZER_ARGS = {key for sub in _DEFS["layers"].values() for key, prop in sub.get("properties", {}).items()
+                     if isinstance(prop, dict) and prop.get("$ref") == "#/$defs/initializer"}
 # Layer arguments whose YAML form is data and whose Keras form is an object.
 ARG_BUILDERS = {f"{w}_regularizer": regularizer for w in ("kernel", "bias", "depthwise", "pointwise")}
+ARG_BUILDERS |= {key: initializer for key in _INITIALIZER_ARGS}

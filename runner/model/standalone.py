@@ -9,18 +9,22 @@ INPUT_NAME = "pixels"
 PIXEL_DTYPE = "uint8"
 
 
-def standalone(trained: keras.Model, image_shape: tuple[int, ...], name: str | None = None) -> keras.Model:
+def standalone(trained: keras.Model, image_shape: tuple[int, ...], name: str | None = None,
+               dtype: str = PIXEL_DTYPE) -> keras.Model:
     """`trained` with training's preprocessing in front of it: uint8 images of `image_shape` (as the dataset stores
-    them), scaled to [0, 1] and given the model's channel axis, then the model's class probabilities.
+    them), scaled to [0, 1] and given the model's channel axis, then the model's class probabilities. Data stored
+    as floats (an `arrays` source) is not scaled in training, nor here: give its `dtype`.
 
     The result is a copy, never compiled: it carries no optimizer (a Yogi-trained model needs no xrun class to load)
     and only Keras's own layers, so a Python without xrun loads it.
     """
     if is_standalone(trained):
         return trained
-    pixels = keras.Input(shape=tuple(image_shape), dtype=PIXEL_DTYPE, name=INPUT_NAME)
-    # Rescaling casts to float32 first, as the training pipeline's `cast(images, float32) / 255` does.
-    x = keras.layers.Rescaling(1.0 / 255, dtype="float32", name="scale_to_unit")(pixels)
+    pixels = keras.Input(shape=tuple(image_shape), dtype=str(dtype), name=INPUT_NAME)
+    x = pixels
+    if str(dtype) == PIXEL_DTYPE:
+        # Rescaling casts to float32 first, as the training pipeline's `cast(images, float32) / 255` does.
+        x = keras.layers.Rescaling(1.0 / 255, dtype="float32", name="scale_to_unit")(pixels)
     x = keras.layers.Reshape(tuple(trained.input_shape[1:]), name="channels")(x)
     # The architecture again, from its config: keras.models.clone_model would copy the compiled state too, and
     # with it the optimizer (xrun's Yogi) that a Python without xrun cannot load.
@@ -41,19 +45,19 @@ def _in_float32(config):
     return config
 
 
-def metadata(experiment: str, dataset: str, class_names, image_shape) -> dict:
+def metadata(experiment: str, dataset: str, class_names, image_shape, dtype: str = PIXEL_DTYPE) -> dict:
     """What a user of the model needs to know, kept in its MLmodel file: what goes in, what comes out."""
     shape = ", ".join(str(d) for d in image_shape)
+    given = ("pixels 0-255, shape (N, {}): raw images, scaled inside the model as in training" if dtype == PIXEL_DTYPE
+             else "values as training read them, shape (N, {})").format(shape)
     return {"experiment": experiment, "dataset": dataset, "class_names": [str(c) for c in class_names],
-            "input": f"{PIXEL_DTYPE} pixels 0-255, shape (N, {shape}): raw images, scaled inside the model as in "
-                     "training",
+            "input": f"{dtype} {given}",
             "output": f"class probabilities, shape (N, {len(class_names)}), in class_names order"}
 
 
 def is_standalone(model: keras.Model) -> bool:
-    """True for a model that takes raw uint8 pixels (one made by `standalone`)."""
-    inputs = model.inputs
-    return len(inputs) == 1 and inputs[0].dtype == PIXEL_DTYPE
+    """True for a model made by `standalone` (its input layer is `pixels`; a compiled model's is `input`)."""
+    return len(model.inputs) == 1 and bool(model.layers) and model.layers[0].name == INPUT_NAME
 
 
 def image_shape(model: keras.Model) -> tuple[int, ...]:

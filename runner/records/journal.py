@@ -101,6 +101,11 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+def waiting(uri: str) -> bool:
+    """Whether any journal beside this store, or in ./mlruns/journal, waits to be delivered (no MLflow needed)."""
+    return bool(folders(root(uri), root("http://")))
+
+
 def folders(*roots: Path) -> list[Path]:
     """Journals left by runs whose process has gone (a live process holds its journal's lock)."""
     out = []

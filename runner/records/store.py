@@ -597,11 +597,30 @@ def _check_server(uri: str) -> None:
                         hint="start it (mlflow server ...), or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
+_DRIVERS = {"postgresql": "psycopg2", "postgresql+psycopg2": "psycopg2", "postgresql+psycopg": "psycopg"}
+
+
+def _check_driver(uri: str) -> None:
+    """A PostgreSQL store needs its driver, which xrun installs only with its `postgres` extra: say so, in one
+    line, instead of SQLAlchemy's traceback."""
+    import importlib.util
+
+    scheme = uri.split("://", 1)[0]
+    module = _DRIVERS.get(scheme)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return
+    other = "postgresql+psycopg://" if module == "psycopg2" and importlib.util.find_spec("psycopg") else None
+    raise XrunError(f"the tracking store {scheme}://... needs the {module} driver, which is not installed",
+                    hint=f"write the URI as {other}... (psycopg 3 is installed)" if other else
+                    "pip install 'xrun[postgres]' and write the URI as postgresql+psycopg://USER@HOST/DB")
+
+
 def _ready_client(uri: str) -> MlflowClient:
     """A client whose store exists. MLflow creates and migrates a new SQLite store's tables on first use, and
     several processes doing that at once collide ("table ... already exists"), so they take turns."""
     if uri in _READY:
         return MlflowClient(uri)
+    _check_driver(uri)
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
         _READY.add(uri)

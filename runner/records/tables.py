@@ -27,7 +27,7 @@ LEAD_COLUMNS = ["name", "run"]
 RESULT_COLUMNS = ["params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc",
                   "test_loss", "test_acc", "seconds", "status"]
 _NUMERIC = {"params", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "test_loss",
-            "test_acc", "seconds", "runs", "best_test_acc"}
+            "test_acc", "seconds", "runs", "best_test_acc", "partial_runs"}
 _PERCENT = {"train_acc", "val_acc", "best_val_acc", "test_acc", "best_test_acc"}
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -41,15 +41,20 @@ _OVERRIDE_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w-]*(?:\.[\w-]+|\[\d+\])*)=")
 def select(run_ids: list[str], experiments: list[str], latest: int | None, where: str,
            uri: str | None) -> list[RunRecord]:
     """RUN_IDS (full or unique prefixes; a sweep's parent stands for its variants), else the runs of the named
-    experiments (all if none) that match `where`, newest first; sweep parents, which hold no results, are left out."""
+    experiments (all if none) that match `where`, newest first; sweep parents, which hold no results, and xrun's own
+    bookkeeping runs are left out."""
     if run_ids and (experiments or where):
         raise XrunError("give RUN_IDS or --experiment/--where, not both",
                         hint="RUN_IDS already say which runs; drop the filter or the ids")
+    internal = [e for e in experiments if e in INTERNAL_EXPERIMENTS]
+    if internal:
+        raise XrunError(f"experiment '{internal[0]}' holds xrun's own bookkeeping, not runs to compare",
+                        hint="give the experiment your runs are in (tracking.experiment in the YAML)")
     if run_ids:
         runs = expand_sweeps(query.find_runs(uri, run_ids=resolve_ids(run_ids, uri)), uri)
     else:
         runs = [r for r in query.find_runs(uri, experiments=experiments or None, where=where)
-                if not is_sweep_parent(r)]
+                if not is_sweep_parent(r) and not is_internal(r)]
     runs = runs[:latest] if latest else runs
     if not runs:
         raise XrunError("no runs to compare", hint=_no_runs_hint(experiments, where))
@@ -65,6 +70,14 @@ def _no_runs_hint(experiments: list[str], where: str) -> str:
 
 
 resolve_ids = query.resolve_ids  # ids or the 8-character prefixes the tables show (also used by --resume)
+
+
+# Experiments xrun kept for its own bookkeeping: sweep claims, in stores from before Optuna handed out the trials.
+INTERNAL_EXPERIMENTS = {"xrun-sweep-claims"}
+
+
+def is_internal(run: RunRecord) -> bool:
+    return run.experiment in INTERNAL_EXPERIMENTS or "xrun.claim_of" in run.tags
 
 
 def is_sweep_parent(run: RunRecord) -> bool:
@@ -106,12 +119,12 @@ def differing_params(runs: list[RunRecord], include_all: bool = False) -> list[s
     keys = sorted({k for r in runs for k in r.params} - _NOT_COMPARED)
     if include_all:
         return keys
-    chosen = set().union(*(_overridden(r) for r in runs))
+    chosen = set().union(*(overridden(r) for r in runs))
     return [k for k in keys if k not in _DERIVED and len({r.params.get(k) for r in runs}) > 1
             and (not k.startswith("model.") or k in chosen)]
 
 
-def _overridden(run: RunRecord) -> set[str]:
+def overridden(run: RunRecord) -> set[str]:
     """The param keys a run's --set overrides (and sweep variant) named."""
     text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get("xrun.variant", "")])
     return {_param_key(k) for k in _OVERRIDE_KEY.findall(text)}
@@ -272,18 +285,63 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(rows: list[dict], title: str = ""):
+# A terminal table keeps who the run is, what varied, how well it did and how it ended at full width; to fit, it
+# leaves out other columns, first to last in this order (and says which), then abbreviates long values.
+_DROPPED_FIRST = ["train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "seconds", "epochs", "run",
+                  "best_val_acc", "dataset", "partial_runs", "params", "runs", "file"]
+LONG_VALUE = 28  # characters of a name or a param value shown in a table that has to fit
+_WRAPPED = {"description": 24}  # wraps onto more lines in what is left, at least this wide
+_FRAME = 3       # a column's share of the borders and padding: "│ " + value + " "
+
+
+def rich_table(rows: list[dict], title: str = "", width: int | None = None):
+    """A rich Table; with `width` (the terminal's), columns are left out and long values abbreviated until the
+    table fits, so the columns that matter never shrink to nothing; the caption says what was left out."""
     from rich.table import Table
     from rich.text import Text
 
-    out = Table(title=title or None, title_justify="left")
     columns = list(rows[0]) if rows else LEAD_COLUMNS + RESULT_COLUMNS
-    for column, header in zip(columns, headers(columns)):
+    texts = [{c: cell(v, c) for c, v in r.items()} for r in rows]
+    shown, dropped, limit = fit_columns(columns, texts, width)
+    caption = f"left out to fit {width} columns: {', '.join(dropped)} (--format csv has them all)" if dropped else None
+    out = Table(title=title or None, title_justify="left", caption=caption, caption_justify="left")
+    for column, header in zip(shown, headers(shown)):
+        natural = max([len(header), *(len(_abbreviated(t[column], limit)) for t in texts)])
+        fitted = width is not None and column not in _WRAPPED
         out.add_column(header, justify="right" if column in _NUMERIC else "left", overflow="fold",
-                       no_wrap=column in _NUMERIC or column == "run")
-    for r in rows:
-        out.add_row(*(Text(cell(v, c)) for c, v in r.items()))  # Text: "[a=1]" in a run name is not markup
+                       no_wrap=column in _NUMERIC or column == "run" or fitted, min_width=natural if fitted else None)
+    for t in texts:
+        out.add_row(*(Text(t[c] if c in _WRAPPED else _abbreviated(t[c], limit)) for c in shown))  # not markup
     return out
+
+
+def fit_columns(columns: list[str], texts: list[dict], width: int | None) -> tuple[list[str], list[str], int | None]:
+    """(columns shown, columns left out, longest value shown) for a table at most `width` characters wide."""
+    if width is None or _table_width(columns, texts, None) <= width:
+        return columns, [], None
+    for limit in (LONG_VALUE, LONG_VALUE // 2):  # abbreviate long values first, then leave columns out
+        shown, dropped = list(columns), []
+        for column in [None, *_DROPPED_FIRST]:
+            if column in shown:
+                shown.remove(column)
+                dropped.append(column)
+            if _table_width(shown, texts, limit) <= width:
+                return shown, dropped, limit
+    return shown, dropped, LONG_VALUE // 2  # still too wide: rich folds what is left
+
+
+def _table_width(columns: list[str], texts: list[dict], limit: int | None) -> int:
+    heads = headers(columns)
+    natural = [max([len(h), *(len(_abbreviated(t[c], limit)) for t in texts)]) for c, h in zip(columns, heads)]
+    return 1 + sum(_FRAME + min(n, _WRAPPED.get(c, n)) for c, n in zip(columns, natural))
+
+
+def _abbreviated(text: str, limit: int | None) -> str:
+    """Its start and its end, which is where values that varied tend to differ (`..._fn_0`, `..._fn_1`)."""
+    if limit is None or len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 # --- curves and configs ----------------------------------------------------------------------------------

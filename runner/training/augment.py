@@ -1,4 +1,4 @@
-"""ImageDataGenerator-style augmentation in TensorFlow: seeded, batched, one resampling per image, noise, erasing."""
+"""ImageDataGenerator-style augmentation in TensorFlow: seeded, batched, on any image size and channel count."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from runner.errors import XrunError
 from runner.language.schema import schema, with_defaults
+from runner.training import mixing
 
 # ---------------------------------------------------------------------------------------------------------------
 # Conventions (checked against keras.src.legacy.preprocessing.image.apply_affine_transform of Keras 3.15, the
@@ -34,14 +35,23 @@ from runner.language.schema import schema, with_defaults
 #   'constant', TF blends cval into a one-pixel band at the edge where scipy cuts hard, and TF's 'wrap' has period n
 #   (scipy's legacy 'wrap' has period n - 1), so those two differ from IDG only near the edges of the valid region.
 # * No clipping: IDG never clips, and seed 002's noise (IDG preprocessing_function) could leave [0, 1] too. Bilinear
-#   resampling alone cannot leave the input's range (except for a constant fill value outside it).
+#   resampling alone cannot leave the input's range (except for a constant fill value outside it). Brightness is a
+#   plain product (IDG goes through PIL, which clips at 255); the channel shift clips to each image's own min and
+#   max, exactly as IDG's apply_channel_shift.
+# * Images are [B, H, W, C] with any H, W and C: every step reads the sizes from the batch; a transform moves all
+#   channels of a pixel together, and the channel shift adds the same amount to every channel (as IDG does).
+# * Order, as IDG applies its steps: random_crop (not in IDG; CIFAR crops first), the affine map with the flips,
+#   the channel shift, brightness, then noise and erasing (IDG's preprocessing_function runs after its transform).
+#   mixup and cutmix then mix whole batches (make_batch_augmenter), after every per-image step.
 # ---------------------------------------------------------------------------------------------------------------
 
 _FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
 # What the section may hold is the schema's to say; make_augmenter checks again for callers that skip validation.
 _KNOWN_KEYS = frozenset(schema()["properties"]["augmentation"]["properties"])
 # Fixed sub-seed slots, so enabling one transform never changes the draws of another.
-_SLOTS = ("rotation", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y", "flip_h", "flip_v", "noise", "erase")
+# New slots go at the end: stateless_split's first n seeds do not depend on how many are asked for.
+_SLOTS = ("rotation", "shift_x", "shift_y", "shear", "zoom_x", "zoom_y", "flip_h", "flip_v", "noise", "erase",
+          "crop", "channel_shift", "brightness", "mix")
 _SLOT = {name: i for i, name in enumerate(_SLOTS)}
 
 
@@ -226,45 +236,165 @@ def erase_rectangles(x: tf.Tensor, seed: tf.Tensor, *, probability: float, area,
     return tf.where(mask[..., tf.newaxis], tf.constant(value, x.dtype), x)
 
 
-def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
-    """An `augment(images, seed)` function for the `augmentation:` section, or None when it does nothing.
+def random_crop(x: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
+    """Pad a float batch [B, H, W, C] with `padding` zeros on every side and crop each image back to H x W at a
+    random offset: an exact whole-pixel shift of -padding..padding each way, drawn uniformly per image and axis."""
+    b = tf.shape(x)[0]
+    seeds = tf.random.experimental.stateless_split(seed, num=2)
+    dx, dy = (tf.cast(tf.random.stateless_uniform([b], seed=seeds[i], minval=-padding, maxval=padding + 1,
+                                                  dtype=tf.int32), tf.float32) for i in range(2))
+    ones, zeros = tf.ones_like(dx), tf.zeros_like(dx)
+    # Output pixel (x, y) reads input (x + dx, y + dy); NEAREST at whole-pixel offsets copies values exactly.
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=tf.stack([ones, zeros, dx, zeros, ones, dy, zeros, zeros], axis=1),
+        output_shape=tf.shape(x)[1:3], fill_value=tf.constant(0.0), interpolation="NEAREST", fill_mode="CONSTANT")
 
-    `images` is a float batch [B, H, W, C] (a single [H, W, C] image also works) and `seed` an int32/int64 tensor of
-    shape [2]; the result has the same shape and dtype and depends only on (images, seed), so a tf.data pipeline that
-    maps batches with seed (base_seed, batch_counter) is reproducible at any parallelism. Works eagerly, under
-    tf.function and in Dataset.map. The output is not clipped (IDG does not clip).
-    """
-    params = with_defaults(dict(params or {}), "#/properties/augmentation")
-    _check(params)
-    noise = _number(params, "gaussian_noise")
-    geometric = not _is_noop(params)
-    erasing = erasing_settings(params.get("random_erasing"))
-    if not geometric and noise == 0 and erasing is None:
+
+def shift_channels(x: tf.Tensor, intensity: tf.Tensor) -> tf.Tensor:
+    """IDG's apply_channel_shift on a float batch: each image's `intensity` (shape [B]) added to all its channels,
+    then clipped to that image's own minimum and maximum."""
+    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value(x + intensity[:, tf.newaxis, tf.newaxis, tf.newaxis], lo, hi)
+
+
+def _brightness_bounds(params: dict) -> tuple[float, float] | None:
+    """IDG's brightness_range [lo, hi], or None without one."""
+    value = params.get("brightness_range")
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise XrunError(f"expected a pair [lo, hi], got {value!r}", path=_where("brightness_range"))
+    lo, hi = float(value[0]), float(value[1])
+    if not 0 <= lo <= hi:
+        raise XrunError(f"expected 0 <= lo <= hi, got {value!r}", path=_where("brightness_range"),
+                        hint="write the smaller factor first")
+    return lo, hi
+
+
+def _padding(params: dict) -> int | None:
+    crop = params.get("random_crop")
+    if crop is None:
+        return None
+    padding = crop.get("padding") if isinstance(crop, dict) else crop
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 1:
+        raise XrunError(f"expected a whole number of pixels >= 1, got {padding!r}", path=_where("random_crop.padding"))
+    return padding
+
+
+# --- the steps, each (float batch, seed, slot seeds) -> batch, or None when the section leaves it out ----------------
+
+def _crop_step(params: dict):
+    padding = _padding(params)
+    return None if padding is None else lambda x, seed, seeds: random_crop(x, seeds[_SLOT["crop"]], padding)
+
+
+def _geometric_step(params: dict):
+    if _is_noop(params):
         return None
     fill_mode, cval = params["fill_mode"], params["cval"]
     if isinstance(cval, bool) or not isinstance(cval, (int, float)):
         raise XrunError(f"expected a number, got {cval!r}", path=_where("cval"))
-    cval = float(cval)
+
+    def geometric(x, seed, seeds):
+        shape = tf.shape(x)
+        p = sample_params(params, shape[0], shape[1], shape[2], seed)
+        return transform_images(x, affine_matrices(shape[0], shape[1], shape[2], **p), fill_mode, float(cval))
+    return geometric
+
+
+def _channel_shift_step(params: dict):
+    # IDG's range is in 0-255 pixel units; xrun's pixels are on [0, 1] (uint8 / 255), so the range is too.
+    r = _number(params, "channel_shift_range") / 255.0
+    if not r:
+        return None
+    return lambda x, seed, seeds: shift_channels(x, _uniform(seeds[_SLOT["channel_shift"]], tf.shape(x)[0], -r, r))
+
+
+def _brightness_step(params: dict):
+    bounds = _brightness_bounds(params)
+    if bounds is None:
+        return None
+
+    def brightness(x, seed, seeds):
+        factor = _uniform(seeds[_SLOT["brightness"]], tf.shape(x)[0], *bounds)
+        return x * factor[:, tf.newaxis, tf.newaxis, tf.newaxis]
+    return brightness
+
+
+def _noise_step(params: dict):
+    noise = _number(params, "gaussian_noise")
+    if not noise:
+        return None
+    return lambda x, seed, seeds: x + tf.random.stateless_normal(tf.shape(x), seed=seeds[_SLOT["noise"]],
+                                                                 stddev=noise, dtype=tf.float32)
+
+
+def _erasing_step(params: dict):
+    erasing = erasing_settings(params.get("random_erasing"))
+    return None if erasing is None else lambda x, seed, seeds: erase_rectangles(x, seeds[_SLOT["erase"]], **erasing)
+
+
+_STEPS = (_crop_step, _geometric_step, _channel_shift_step, _brightness_step, _noise_step, _erasing_step)
+
+
+def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
+    """An `augment(images, seed)` function for the per-image steps of `augmentation:`, or None when it does nothing.
+
+    `images` is a float batch [B, H, W, C] of any size and channel count (a single [H, W, C] image also works) and
+    `seed` an int32/int64 tensor of shape [2]; the result has the same shape and dtype and depends only on (images,
+    seed), so a tf.data pipeline that maps batches with seed (base_seed, batch_counter) is reproducible at any
+    parallelism. Works eagerly, under tf.function and in Dataset.map. The output is not clipped (IDG does not clip).
+    mixup and cutmix need the labels too: make_batch_augmenter applies them.
+    """
+    params = with_defaults(dict(params or {}), "#/properties/augmentation")
+    _check(params)
+    steps = [step for step in (make(params) for make in _STEPS) if step is not None]
+    if not steps:
+        return None
 
     def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         images = tf.convert_to_tensor(images)
-        dtype = images.dtype
         single = images.shape.rank == 3
         x = tf.cast(images[tf.newaxis] if single else images, tf.float32)
         seed = tf.convert_to_tensor(seed)
-        shape = tf.shape(x)
-        b, h, w = shape[0], shape[1], shape[2]
-        if geometric:
-            p = sample_params(params, b, h, w, seed)
-            x = transform_images(x, affine_matrices(b, h, w, **p), fill_mode, cval)
-        if noise:
-            noise_seed = tf.random.experimental.stateless_split(seed, num=len(_SLOTS))[_SLOT["noise"]]
-            x = x + tf.random.stateless_normal(shape, seed=noise_seed, stddev=noise, dtype=tf.float32)
-        if erasing is not None:
-            erase_seed = tf.random.experimental.stateless_split(seed, num=len(_SLOTS))[_SLOT["erase"]]
-            x = erase_rectangles(x, erase_seed, **erasing)
-        if single:
-            x = x[0]
-        return tf.cast(x, dtype)
+        seeds = tf.random.experimental.stateless_split(seed, num=len(_SLOTS))
+        for step in steps:
+            x = step(x, seed, seeds)
+        return tf.cast(x[0] if single else x, images.dtype)
 
     return augment
+
+
+def mixing_alphas(params: dict | None) -> dict[str, float]:
+    """{"mixup": alpha, "cutmix": alpha} for the batch operations the section asks for, defaults from the schema."""
+    params = with_defaults(dict(params or {}), "#/properties/augmentation")
+    alphas = {}
+    for name in ("mixup", "cutmix"):
+        if params.get(name) is not None:
+            alpha = params[name].get("alpha") if isinstance(params[name], dict) else None
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+                raise XrunError(f"expected a number > 0, got {alpha!r}", path=_where(f"{name}.alpha"))
+            alphas[name] = float(alpha)
+    return alphas
+
+
+def make_batch_augmenter(params: dict | None) -> Callable | None:
+    """An `apply(images, labels, seed) -> (images, labels)` for whole training batches: the per-image steps, then
+    mixup / cutmix on the images and their one-hot labels; None when the section does nothing."""
+    augment = make_augmenter(params)
+    mix = mixing.make_mixer(mixing_alphas(params))
+    if augment is None and mix is None:
+        return None
+
+    def apply(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        seed = tf.convert_to_tensor(seed)
+        if augment is not None:
+            images = augment(images, seed)
+        if mix is not None:
+            images, labels = mix(images, labels, tf.random.experimental.stateless_split(seed, num=len(_SLOTS))[
+                _SLOT["mix"]])
+        return images, labels
+
+    return apply

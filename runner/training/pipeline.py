@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from runner.errors import XrunError
 from runner.language.schema import with_defaults
-from runner.training.augment import make_augmenter
+from runner.training.augment import make_batch_augmenter
 from runner.training.data import Dataset
 from runner.training.sources import ImageFiles
 
@@ -100,10 +100,10 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: boo
     """
     ds = _examples(x, y, shuffle=shuffle, seed=seed)
     ds = ds.batch(batch_size).repeat().map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    augment = make_augmenter(augmentation or {})
+    augment = make_batch_augmenter(augmentation or {})  # per-image steps, then mixup / cutmix on (images, labels)
     if augment is not None:
         ds = ds.enumerate().map(
-            lambda i, batch: (augment(batch[0], tf.stack([tf.cast(seed, tf.int64), i])), batch[1]),
+            lambda i, batch: augment(batch[0], batch[1], tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -145,10 +145,12 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, one_hot_class
 
 
 def augmented_preview(x: np.ndarray, augmentation: dict | None, seed: int, n: int = 16):
-    """(originals, augmented) float images for a visual check, or None without augmentation."""
-    augment = make_augmenter(augmentation or {})
+    """(originals, augmented) float images for a visual check, mixup and cutmix included, or None without
+    augmentation."""
+    augment = make_batch_augmenter(augmentation or {})
     if augment is None:
         return None
     originals = to_inputs(x[:n])
-    out = augment(tf.constant(originals), tf.constant([seed, 0], dtype=tf.int64))
+    # The picture needs no labels: one placeholder column is mixed along and dropped.
+    out, _ = augment(tf.constant(originals), tf.zeros([len(originals), 1]), tf.constant([seed, 0], dtype=tf.int64))
     return originals, np.asarray(out)

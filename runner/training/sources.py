@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from runner.errors import did_you_mean
 from runner.language import data_facts as facts
 from runner.language.data_facts import data_error
 from runner.language.spec import Spec
@@ -63,6 +64,11 @@ class ImageFiles:
             return tf.ensure_shape(image, [*self.size, self.channels])
         if self.crop_to_aspect_ratio:
             image = _centre_crop(image, self.size)
+        shape = tf.shape(image)
+        same = tf.logical_and(tf.equal(shape[0], self.size[0]), tf.equal(shape[1], self.size[1]))
+        return tf.cond(same, lambda: image, lambda: self._resized(image))  # most folders need no resizing
+
+    def _resized(self, image: tf.Tensor) -> tf.Tensor:
         resized = tf.image.resize(image, self.size, method=self.interpolation)
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
@@ -328,7 +334,64 @@ def _array_class_names(data: dict, labels: dict, arrays: dict, locate, path: Pat
     return names
 
 
-SOURCES = {"builtin": _builtin, "image_folder": _image_folder, "arrays": _arrays, "csv": _csv}
+# --- TensorFlow Datasets (optional: pip install 'xrun[tfds]') ---------------------------------------------------
+
+def _tfds(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+    tfds = _import_tfds(locate)
+    folder = str(facts.data_path(data, locate, "data_dir")) if data.get("data_dir") else None
+    try:
+        builder = tfds.builder(data["name"], data_dir=folder)
+    except tfds.core.registered.DatasetNotFoundError:
+        hint = did_you_mean(data["name"].split(":")[0], tfds.list_builders(with_community_datasets=False))
+        raise data_error(f"TensorFlow Datasets has no dataset '{data['name']}'", locate,
+                         hint or "see tfds.list_builders()", "name") from None
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    names = tuple(builder.info.features[label_key].names)
+    parts = {ours: _tfds_split(builder, split, data, locate) for ours, split in _tfds_splits(data).items() if split}
+    x, y = parts["train"]
+    return Data(builder.info.name, "tfds", folder or builder.data_dir, x, y, *parts["test"], names,
+                tuple(x.shape[1:]) + ((1,) if x.ndim == 3 else ()), _digest(x, y, *parts["test"]),
+                x_val=parts["val"][0] if "val" in parts else None, y_val=parts["val"][1] if "val" in parts else None,
+                path=folder or "")
+
+
+def _import_tfds(locate):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise data_error("data.source tfds needs TensorFlow Datasets, which is not installed", locate,
+                         "pip install 'xrun[tfds]' (or tensorflow-datasets)", "source") from None
+    return tfds
+
+
+def _tfds_splits(data: dict) -> dict:
+    props = facts.schema.definition("#/$defs/data_sources/tfds")["properties"]["splits"]["properties"]
+    return {k: (data.get("splits") or {}).get(k, p["default"]) for k, p in props.items()}
+
+
+def _tfds_split(builder, split: str, data: dict, locate) -> tuple:
+    """A whole split as (uint8 images, int labels); a dataset that is not prepared is an error, never a download."""
+    import tensorflow_datasets as tfds
+
+    try:
+        batches = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True, batch_size=1024)))
+    except (AssertionError, ValueError, KeyError, tf.errors.NotFoundError) as exc:
+        raise data_error(f"tfds '{data['name']}' split '{split}' cannot be read: {str(exc).splitlines()[0]}",
+                         locate, "prepare it first (tfds build NAME --data_dir DIR), or check data.splits",
+                         "name") from None
+    if not batches:
+        raise data_error(f"tfds '{data['name']}' split '{split}' is empty", locate, "check data.splits", "name")
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]).astype(np.int32)
+
+
+def _digest(*arrays) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:16]
+
+
+SOURCES = {"builtin": _builtin, "image_folder": _image_folder, "arrays": _arrays, "csv": _csv, "tfds": _tfds}
 
 
 # --- the model against the data, once both are real -------------------------------------------------------------

@@ -141,7 +141,8 @@ BLOCK_ERRORS = {
     "a param of the wrong type": (
         CONV_BN + "  layers:\n    - {block: conv_bn, filters: eight}\n    - {type: Flatten}\n"
         "    - {type: Dense, units: 10}\n",
-        "8:60: model.blocks.conv_bn.layers[0].filters (in block 'conv_bn' at model.layers[0]): "
+        # at the value given, not at the block's layer that uses it
+        "11:33: model.layers[0].filters (used in model.blocks.conv_bn.layers[0].filters): "
         "expected an integer, got string 'eight'"),
     "a bad layer type in a block": (
         "  blocks:\n    b:\n      layers:\n        - {type: Dens, units: 3}\n"
@@ -161,14 +162,13 @@ BLOCK_ERRORS = {
         "  blocks:\n    b:\n      layers:\n        - {type: Dense, units: 3}\n"
         "    c:\n      params: {n: 2}\n      layers:\n        - {block: b, repeat: \"${n}\"}\n"
         "  layers:\n    - {block: c, n: two}\n    - {type: Dense, units: 10}\n",
-        "11:30: model.blocks.c.layers[0].repeat (in block 'c' at model.layers[0]): "
-        "expected an integer, got string 'two'"),
+        "13:21: model.layers[0].n (used in model.blocks.c.layers[0].repeat): expected an integer, got string 'two'"),
     "a block given two inputs": (
         "  blocks:\n    b:\n      layers:\n        - {type: Dense, units: 3}\n  layers:\n"
         "    - {type: Flatten, name: f}\n    - {type: Flatten, name: g, inputs: input}\n"
         "    - {block: b, inputs: [f, g]}\n    - {type: Dense, units: 10}\n",
-        "11:26: model.layers[2].inputs: a block takes one input, got 2; "
-        "merge them first with Concatenate or Add, and give the block that"),
+        "11:26: model.layers[2].inputs: block 'b' takes one input, got 2; "
+        "merge them first with Concatenate or Add, or declare the block's inputs: model.blocks.b.inputs: [NAME, NAME]"),
     "a block given an unknown input": (
         "  blocks:\n    b:\n      layers:\n        - {type: Dense, units: 3}\n  layers:\n"
         "    - {type: Flatten, name: f}\n    - {block: b, inputs: ff}\n    - {type: Dense, units: 10}\n",

@@ -12,7 +12,7 @@ from runner.language.spec import load_spec
 
 # The form of each section that the typed object covers: the built-in source's for data.
 EXAMPLES = {"data": {"dataset": "mnist"}, "augmentation": {}, "augmentation.random_erasing": {}, "training": {},
-            "tracking": {}}
+            "augmentation.random_crop": {}, "augmentation.mixup": {}, "augmentation.cutmix": {}, "tracking": {}}
 
 MINIMAL = """\
 name: minimal

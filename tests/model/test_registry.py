@@ -19,7 +19,7 @@ LAYER_BASE = {"type", "name", "inputs", "trainable"}
 
 
 def test_layer_types_match():
-    assert set(schema.layer_types()) - {"KerasLayer"} == set(registry.LAYERS)
+    assert set(schema.layer_types()) - set(registry.BY_CLASS_NAME) == set(registry.LAYERS)
     assert set(DEFS["layers"]) == set(schema.layer_types())
 
 
@@ -45,12 +45,19 @@ def test_activations_resolve(name):
     assert callable(keras.activations.get(name))
 
 
-@pytest.mark.parametrize("name", DEFS["initializer"]["enum"])
+@pytest.mark.parametrize("name", DEFS["initializer_name"]["enum"])
 def test_initializers_resolve(name):
     assert isinstance(keras.initializers.get(name), keras.initializers.Initializer)
 
 
-@pytest.mark.parametrize("type_name", sorted(set(DEFS["layers"]) - {"KerasLayer"}))
+def test_initializer_classes_and_their_arguments():
+    assert set(DEFS["initializer_object"]["properties"]["type"]["enum"]) == set(registry.INITIALIZERS)
+    assert set(DEFS["initializers"]) == set(registry.INITIALIZERS)
+    for name, sub in DEFS["initializers"].items():
+        assert set(sub["properties"]) <= set(inspect.signature(registry.INITIALIZERS[name].__init__).parameters), name
+
+
+@pytest.mark.parametrize("type_name", sorted(set(DEFS["layers"]) - set(registry.BY_CLASS_NAME)))
 def test_layer_properties_are_init_arguments(type_name):
     cls = registry.LAYERS[type_name]
     own = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}

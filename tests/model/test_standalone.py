@@ -48,6 +48,17 @@ def test_it_is_a_copy_so_training_on_does_not_change_it(yogi_model):
     np.testing.assert_array_equal(served.predict(PIXELS, verbose=0), before)
 
 
+def test_data_stored_as_floats_goes_in_unscaled_as_training_read_it(yogi_model):
+    served = standalone.standalone(yogi_model, (28, 28), dtype="float32")
+    assert [layer.name for layer in served.layers] == ["pixels", "channels", "tiny"]
+    assert standalone.is_standalone(served) and served.inputs[0].dtype == "float32"
+    scaled = PIXELS.astype("float32") / 255
+    np.testing.assert_allclose(served.predict(scaled, verbose=0), yogi_model.predict(scaled[..., None], verbose=0),
+                               rtol=0, atol=1e-6)
+    assert standalone.metadata("x", "arrays", "ab", (28, 28), dtype="float32")["input"] == (
+        "float32 values as training read them, shape (N, 28, 28)")
+
+
 def test_mixed_precision_layers_compute_in_float32_in_the_standalone_model():
     served = standalone.standalone(trained(dtype="mixed_float16"), (28, 28))
     inner = served.get_layer("tiny")

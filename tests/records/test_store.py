@@ -278,3 +278,19 @@ def test_a_new_run_records_where_it_runs(db):
     assert tags["xrun.process_start"] == store._process_start() and int(tags["xrun.heartbeat"]) > 0
     run.end("FINISHED")
     assert not (Path(db.removeprefix("sqlite:///")).parent / "journal" / run.run_id).exists()
+
+
+@pytest.mark.parametrize("installed, hint", [
+    ((), "pip install 'xrun[postgres]' and write the URI as postgresql+psycopg://USER@HOST/DB"),
+    (("psycopg",), "write the URI as postgresql+psycopg://... (psycopg 3 is installed)"),
+])
+def test_a_postgresql_store_without_its_driver_is_one_clear_line(monkeypatch, installed, hint):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: real(name, *args) if name in installed else None)
+    with pytest.raises(XrunError) as caught:
+        store.client("postgresql://xrun@127.0.0.1:1/runs")
+    assert caught.value.format() == (
+        f"the tracking store postgresql://... needs the psycopg2 driver, which is not installed; {hint}")

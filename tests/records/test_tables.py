@@ -8,6 +8,7 @@ import math
 import pytest
 from helpers import dense_yaml, store_uri, xrun
 
+from runner.errors import XrunError
 from runner.records import plots, query
 from runner.records import tables as cmp
 
@@ -231,3 +232,170 @@ def test_cells_and_json_for_people_and_machines():
 def test_a_changed_line_in_a_unified_diff():
     diff = cmp.diff_text("training:\n  batch_size: 64\n", "training:\n  batch_size: 128\n", "a", "b")
     assert "-  batch_size: 64\n" in diff and "+  batch_size: 128\n" in diff
+
+
+# --- runs written through the MLflow client as xrun writes them: no training -----------------------------
+
+T0 = 1_700_000_000_000  # start times one minute apart, so "newest first" is fixed
+
+
+def _record(c, experiment: str, name: str, params: dict, *, minute: int, accuracy: float | None = None,
+            tags: dict | None = None, status: str = "FINISHED") -> str:
+    """A run as xrun records one: params flattened to text, the Keras metrics per epoch, the summary at the end."""
+    from mlflow.entities import Metric, Param
+
+    found = c.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else c.create_experiment(experiment)
+    start = T0 + minute * 60_000
+    run_id = c.create_run(experiment_id, start_time=start, run_name=name,
+                          tags={"mlflow.note.content": "Recorded by the test.", **(tags or {})}).info.run_id
+    metrics = []
+    if accuracy is not None:
+        for step, (loss, acc) in enumerate([(0.9, accuracy - 0.1), (0.5, accuracy - 0.05)]):
+            metrics += [Metric("loss", loss, start + step, step), Metric("accuracy", acc, start + step, step),
+                        Metric("val_loss", loss + 0.1, start + step, step),
+                        Metric("val_accuracy", acc + 0.01, start + step, step)]
+        metrics += [Metric(k, v, start + 9, 0) for k, v in [("epochs_run", 2.0), ("best_val_accuracy", accuracy - 0.04),
+                                                             ("test_loss", 0.25), ("test_accuracy", accuracy)]]
+    c.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+    if status != "RUNNING":
+        c.set_terminated(run_id, status, end_time=start + 12_300)
+    return run_id
+
+
+LONG_NAME = "a_rather_long_experiment_name"
+RATES = ["0.001", "0.0003", "0.0001"]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Experiment `fit`: a sweep's three variants (the learning rate and a long activation name varied), a claim run
+    in `xrun-sweep-claims` (the newest run of all), a run left RUNNING without a heartbeat, and a deleted run."""
+    from helpers import client
+
+    uri = store_uri(tmp_path_factory.mktemp("recorded"))
+    c = client(uri)
+    ids = {}
+    for i, rate in enumerate(RATES):
+        variant = f"optimizer.learning_rate={rate} model.layers.0.activation=very_long_activation_function_{i}"
+        ids[rate] = _record(c, "fit", f"{LONG_NAME} [{variant}]", {
+            "optimizer.learning_rate": rate, "model.layers.0.activation": f"very_long_activation_function_{i}",
+            "training.epochs": 2, "model.total_params": 6370, "runtime.overrides": variant}, minute=i,
+            accuracy=0.9 + i / 100, tags={"xrun.variant": variant})
+    ids["running"] = _record(c, "fit", "left_running", {"training.epochs": 2}, minute=5, status="RUNNING")
+    ids["deleted"] = _record(c, "fit", "deleted", {"training.epochs": 2}, minute=6, accuracy=0.5)
+    c.delete_run(ids["deleted"])
+    ids["claim"] = _record(c, "xrun-sweep-claims", "claim 0", {}, minute=9, tags={"xrun.claim_of": ids[RATES[0]]})
+    return {"uri": uri, "ids": ids}
+
+
+def test_a_local_store_is_read_without_mlflow_as_mlflow_reads_it(recorded):
+    uri = recorded["uri"]
+    fast = query.find_runs(uri)
+    assert fast == query._find_in_mlflow(uri, None, None, None, "", None, None)
+    assert [r.name.split(" [")[0] for r in fast] == ["claim 0", "left_running", LONG_NAME, LONG_NAME, LONG_NAME]
+    assert [r.run_id for r in query.find_runs(uri, experiments=["fit"], status="FINISHED", latest=2)] == \
+        [recorded["ids"][RATES[2]], recorded["ids"][RATES[1]]]
+    deleted = recorded["ids"]["deleted"]
+    assert query.find_runs(uri, run_ids=[deleted]) == query._find_in_mlflow(uri, None, [deleted], None, "", None, None)
+    run = query.find_runs(uri, run_ids=[recorded["ids"][RATES[1]]])[0]
+    assert run.params["optimizer.learning_rate"] == "0.0003" and run.metrics["test_accuracy"] == 0.91
+    assert run.metrics["val_accuracy"] == pytest.approx(0.87) and run.seconds == 12.3
+    assert query.metric_history(run.run_id, "loss", uri) == [0.9, 0.5]
+
+
+def test_run_ids_are_resolved_quickly_and_refused_in_one_line(recorded):
+    uri, ids = recorded["uri"], recorded["ids"]
+    rate = ids[RATES[0]]
+    assert query.resolve_id(rate[:8], uri) == rate and query.resolve_id(rate.upper(), uri) == rate
+    with pytest.raises(XrunError) as bad:
+        query.resolve_id("nonsense", uri)
+    assert bad.value.line() == ("no MLflow run with id 'nonsense'; run ids are hexadecimal (8 characters will do); "
+                                "xrun compare --latest 10 lists recent runs")
+    with pytest.raises(XrunError) as deleted:
+        query.resolve_id(ids["deleted"], uri)
+    assert deleted.value.line() == f"no MLflow run with id '{ids['deleted']}'; xrun compare --latest 10 lists recent runs"
+
+
+def test_a_prefix_of_several_runs_is_ambiguous(tmp_path):
+    from helpers import client
+
+    uri = store_uri(tmp_path)
+    c = client(uri)
+    ids: list[str] = []
+    while len({i[0] for i in ids}) == len(ids):  # at most 17 runs before two share a first digit
+        ids.append(_record(c, "many", "run", {}, minute=len(ids)))
+    shared = ids[-1][0]
+    with pytest.raises(XrunError) as bad:
+        query.resolve_id(shared, uri)
+    assert bad.value.line() == f"run id '{shared}' is ambiguous (2 runs start with it); give more of the id"
+    assert query.resolve_ids([ids[-1], ids[0][:8]], uri) == [ids[-1], ids[0]]
+
+
+def test_internal_runs_never_appear(recorded, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", recorded["uri"])
+    code, out, err = xrun("compare", "--latest", "2", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["run"] for r in rows] == [recorded["ids"]["running"], recorded["ids"][RATES[2]]]
+    assert rows[0]["status"] == "RUNNING"  # no heartbeat: not a run xrun can call dead
+    code, out, err = xrun("compare", "-e", "xrun-sweep-claims")
+    assert code == 2 and err == "experiment 'xrun-sweep-claims' holds xrun's own bookkeeping, not runs to compare; " \
+                                "give the experiment your runs are in (tracking.experiment in the YAML)\n"
+
+
+def _rendered(rows, width: int) -> list[str]:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(cmp.rich_table(rows, width=width))
+    return console.export_text().splitlines()
+
+
+def _columns(line: str) -> dict[str, int]:
+    """Header -> the column's width in characters, padding included, from a rendered header line."""
+    return {cell.strip(): len(cell) for cell in line.strip("┃").split("┃")}
+
+
+@pytest.mark.parametrize("width, columns, first, left_out", [
+    (100, {"name": 16, "activation": 16, "learning_rate": 15, "params": 8, "best_val_acc": 14, "test_acc": 10,
+           "status": 10}, "│ a_rath…nt_name │ very_l…ction_2 │ 0.0001        │  6,370 │      88.00 % │  92.00 % │ FINISHED │",
+     "left out to fit 100 columns: train_loss, val_loss, test_loss, train_acc, val_acc, seconds,"),
+    (120, {"name": 30, "activation": 30, "learning_rate": 15, "params": 8, "test_acc": 10, "status": 10},
+     "│ a_rather_long…xperiment_name │ very_long_act…ion_function_2 │ 0.0001        │  6,370 │  92.00 % │ FINISHED │",
+     "left out to fit 120 columns: train_loss, val_loss, test_loss, train_acc, val_acc, seconds, epochs, run,"),
+])
+def test_compare_fits_the_terminal_keeping_what_matters(recorded, width, columns, first, left_out):
+    rows = cmp.table(cmp.select([], ["fit"], None, "", recorded["uri"]), uri=recorded["uri"])
+    lines = _rendered(rows, width)
+    assert _columns(lines[1]) == columns
+    assert len(lines[0]) <= width and lines[4] == first
+    assert lines[3].startswith("│ left_running ") and lines[3].rstrip().endswith("│ RUNNING  │")
+    assert lines[8].rstrip() == left_out
+
+
+def test_a_table_that_fits_is_shown_whole_and_long_values_keep_their_ends():
+    rows = [{"name": "a", "run": "0123456789abcdef", "test_acc": 0.5, "status": "FINISHED"}]
+    lines = _rendered(rows, 120)
+    assert _columns(lines[1]) == {"name": 6, "run": 10, "test_acc": 10, "status": 10}
+    assert lines[3] == "│ a    │ 01234567 │  50.00 % │ FINISHED │" and len(lines) == 5  # no caption
+    assert cmp._abbreviated("very_long_activation_function_2", 14) == "very_l…ction_2"
+    texts = [{"name": "x" * 80, "run": "r", "test_acc": "1"}]
+    assert cmp.fit_columns(["name", "test_acc"], texts, 200) == (["name", "test_acc"], [], None)
+    assert cmp.fit_columns(["name", "run", "test_acc"], texts, 45) == (["name", "test_acc"], ["run"], 28)
+    assert cmp.fit_columns(["name", "run", "test_acc"], texts, 40) == (["name", "run", "test_acc"], [], 14)
+    assert cmp.fit_columns(["name", "run", "test_acc"], texts, 30) == (["name", "test_acc"], ["run"], 14)
+
+
+def test_compare_and_refusing_a_bad_id_load_neither_tensorflow_nor_mlflow(recorded):
+    from helpers import heavy_modules_after
+
+    env = {"MLFLOW_TRACKING_URI": recorded["uri"]}
+    out, loaded, err = heavy_modules_after("compare", "-e", "fit", "--format", "csv", env=env)
+    assert loaded == "loaded [] 0", err
+    assert [r["run"] for r in csv.DictReader(io.StringIO(out + "\n"))][1:] == \
+        [recorded["ids"][r] for r in reversed(RATES)]
+    out, loaded, err = heavy_modules_after("compare", "nonsense", env=env)
+    assert (out, loaded) == ("", "loaded [] 2")
+    assert err == ("no MLflow run with id 'nonsense'; run ids are hexadecimal (8 characters will do); "
+                   "xrun compare --latest 10 lists recent runs\n")

@@ -339,3 +339,75 @@ def test_a_32x32_rgb_folder_trains(tmp_path):
     result = train(path)
     assert result.model.input_shape == (None, 32, 32, 3)
     assert result.test_accuracy > 0.9
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_every_cache_streams_each_image_once_per_epoch_with_its_label(tmp_path, cache):
+    from runner.training import pipeline
+
+    images(tmp_path / "pics", {"a": 5, "b": 5, "c": 5})
+    data = load(write(tmp_path, folder_data(cache=cache, validation="none", test_split=0.2)))
+    ds = pipeline.train_dataset(data.x_train, data.y_train, batch_size=4, shuffle=True, seed=1, augmentation=None,
+                                one_hot_classes=None)
+    batches = list(ds.take(2 * 3))  # 12 training images, batches of 4: two epochs
+    seen = [(round(float(x.numpy().sum() * 255)), int(y)) for xb, yb in batches for x, y in zip(xb, yb)]
+    expected = sorted((int(x.astype(int).sum()), int(y)) for x, y in zip(data.x_train[:], data.y_train))
+    for epoch in (seen[:12], seen[12:]):
+        assert sorted(epoch) == expected
+    assert seen[:12] != seen[12:]  # shuffled again on the second pass
+
+
+def test_exported_class_folders_sort_in_class_order():
+    from runner.training.export import folder_names
+
+    assert folder_names(list("0123456789")) == list("0123456789")
+    assert folder_names(["T-shirt/top", "Trouser", "Bag"]) == ["0_T-shirt_top", "1_Trouser", "2_Bag"]
+
+
+def test_a_csv_with_a_split_column_and_numeric_labels(tmp_path):
+    images(tmp_path / "pics", {"a": 3, "b": 3, "c": 3})
+    rows = [f"pics/{c}/{i:03d}.png,{k},{'test' if i == 2 else 'train'}" for k, c in enumerate("abc") for i in range(3)]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    data = load(write(tmp_path, {"source": "csv", "path": "list.csv", "color_mode": "grayscale",
+                                 "validation": "none"}))
+    assert (data.class_names, len(data.y_train), list(data.y_test)) == (("0", "1", "2"), 6, [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_tfds_on_mock_data_trains_with_its_class_names_and_splits(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    doc = experiment(data={"source": "tfds", "name": "mnist", "data_dir": "tfds", "validation": "none"},
+                     model={"input_shape": [28, 28, 1], **CNN}, training={"epochs": 1, "batch_size": 16, "seed": 2})
+    path = tmp_path / "tfds.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with tfds.testing.mock_data(num_examples=48):
+        data = load(path)
+        assert (data.name, data.class_names, data.shape) == ("mnist", tuple("0123456789"), (28, 28, 1))
+        assert (len(data.y_train), len(data.y_test), data.x_train.dtype) == (48, 48, np.uint8)
+        result = train(path)
+    run = client(result.tracking_uri).get_run(result.run_id)
+    assert (run.data.tags["dataset.kind"], run.data.params["data.train_examples"]) == ("tfds", "48")
+
+
+def test_tfds_not_prepared_is_an_error_not_a_download(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    path = write(tmp_path, {"source": "tfds", "name": "mnist", "data_dir": "empty"},
+                 {"input_shape": [28, 28, 1], **CNN})
+    message = error_of(load, path)
+    assert message.startswith(f"{path}:5:3: data.name: tfds 'mnist' split 'train' cannot be read: ")
+    assert message.endswith("; prepare it first (tfds build NAME --data_dir DIR), or check data.splits")
+    assert not (tmp_path / "empty" / "downloads").exists()
+
+
+def test_integer_labels_beyond_the_output_layer_are_found_once_the_arrays_are_read(tmp_path):
+    from runner.model.compiler import build_model
+    from runner.training import sources
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((8, 4, 4), np.uint8), y_train=np.arange(8) % 4,
+             x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.array([0, 3]))
+    spec = load_spec(write(tmp_path, {"source": "arrays", "path": "d.npz"}))  # int labels: validate cannot know
+    data = sources.load(spec, None, 1)
+    assert data.class_names == ("0", "1", "2", "3")
+    assert error_of(sources.check_model, build_model(spec), data, spec) == (
+        f"{spec.path}:3:1: data: the model has 3 outputs but d has 4 classes (0, 1, 2, 3); make the output "
+        "layer's units 4")
