@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import Location, XrunError, did_you_mean
+from runner.errors import XrunError, did_you_mean
 from runner.language import schema
 from runner.language.datasets import DATASETS
 from runner.language.graph import Graph
@@ -329,7 +329,7 @@ def check_classes(found, facts: DataFacts, locate, graph: Graph | None = None) -
     units, node = found
     where = locate(tuple(node.origin) + ("units",)) if not node.via else locate(tuple(node.origin))
     raise XrunError(f"the output layer has {units} units but {facts.what} have {facts.num_classes} classes "
-                    f"({_names(facts.class_names)})", where=where or Location("?"),
+                    f"({_names(facts.class_names)})", where=where,
                     path=dotted(tuple(node.origin)) + ".units", hint=f"set units: {facts.num_classes}")
 
 

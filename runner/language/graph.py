@@ -8,13 +8,12 @@ from typing import Callable
 
 from runner.errors import Location, XrunError, did_you_mean
 from runner.language import schema
-from runner.language.expressions import ExpressionError, bare_name, evaluate, names_in
+from runner.language.params import NO_ORIGINS, Origins, substitute_layers
 from runner.language.source import Path_, dotted
 
 INPUT = "input"  # the model's input; inside a block, the block's input
 MAX_BLOCK_DEPTH = 16
 MAX_LAYERS = 10_000  # nested blocks with `repeat` multiply: cap what a few lines can expand to
-_PARAM = re.compile(r"\$\{([^}]*)\}")
 # The keys of a block use that are not its params (block, name, inputs, repeat, first): the schema's.
 USE_KEYS = frozenset(schema.definition("#/$defs/block_use")["properties"])
 
@@ -42,37 +41,6 @@ class Graph:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
-
-@dataclass(frozen=True)
-class Origins:
-    """Where the values a block's params put into one of its layers were written, so that a bad one is reported
-    there: {path in the layer: (path of the value at the block use, or of the param's default; the text it replaced)}.
-    """
-
-    at: dict = field(default_factory=dict)
-
-    def source(self, key: Path_, default: Path_) -> Path_:
-        return self.at[key][0] if key in self.at else default
-
-    def _found(self, path: Path_) -> int:
-        return next((n for n in range(len(path), 0, -1) if path[:n] in self.at), 0)
-
-    def path(self, origin: Path_, path: Path_) -> Path_:
-        """Where a problem at `path` inside the layer written at `origin` is shown: at the value given, if one was."""
-        n = self._found(path)
-        return self.at[path[:n]][0] + path[n:] if n else origin + path
-
-    def shown(self, origin: Path_, path: Path_, via: str) -> str:
-        """`path` for a message: the value's own path, saying where the block used it."""
-        n = self._found(path)
-        if not n:
-            return dotted(origin + path) + (f" (in {via})" if via else "")
-        text = self.at[path[:n]][1]
-        used = dotted(origin + path[:n]) + ("" if _PARAM.fullmatch(text) and bare_name(text[2:-1]) else f" = {text}")
-        return f"{dotted(self.path(origin, path))} (used in {used})"
-
-
-NO_ORIGINS = Origins()
 
 Locate = Callable[..., "Location | None"]
 # (layer or block use, its path, "block 'x' at ..." or "", where its param values came from) -> the item to
@@ -192,7 +160,7 @@ class _Expander:
         start = starts[0]  # repeat 0 passes its (first) input through; each repeat takes the one before
         for r in range(item["repeat"]):
             values, where = self.first_repeat(item, params, sources, path, origins) if r == 0 else (params, sources)
-            inner, inner_origins = _substitute_layers(block["layers"], values, where, layers_path, self.locate)
+            inner, inner_origins = substitute_layers(block["layers"], values, where, layers_path, self.locate)
             rep_prefix = f"{name}_" if item["repeat"] == 1 else f"{name}_{r + 1}_"
             inputs = dict(zip(declared, [start, *starts[1:]])) if declared != [INPUT] else None
             start = self.items(inner, layers_path, start, rep_prefix, here_via, depth + 1, inputs, inner_origins)
@@ -269,60 +237,6 @@ class _Expander:
         first = item.get("first") or {}
         where = {k: origins.source(("first", k), path + ("first", k)) for k in first}
         return {**params, **first}, {**sources, **where}
-
-
-def _substitute_layers(layers: list, params: dict, sources: dict, path: Path_, locate: Locate):
-    """A block's layers with their params filled in, and where each layer's param values were written."""
-    found: dict = {}
-    inner = _substitute(layers, params, sources, path, locate, found)
-    origins = [Origins({p[len(path) + 1:]: v for p, v in found.items() if p[:len(path) + 1] == path + (i,)})
-               for i in range(len(inner))]
-    return inner, origins
-
-
-def _substitute(value, params: dict, sources: dict, path: Path_, locate: Locate, found: dict):
-    """A copy of `value` with each "${expression}" replaced by its value (a whole string keeps the value's type);
-    `found` gets, for each string a single param went into, that param's source and the string."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, params, sources, path + (k,), locate, found) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, params, sources, path + (i,), locate, found) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    used = [name for ref in _PARAM.findall(value) for name in _known_names(ref, params, path, locate)]
-    if len(set(used)) == 1:  # the value comes from one param: a bad one is shown where that param was given
-        found[path] = (sources[used[0]], value)
-    whole = _PARAM.fullmatch(value)
-    if whole:
-        return _value(whole.group(1), params, sources, path, value, locate)
-    return _PARAM.sub(lambda m: str(_value(m.group(1), params, sources, path, value, locate)), value)
-
-
-def _known_names(ref: str, params: dict, path: Path_, locate: Locate) -> list[str]:
-    """The params an expression uses, each of them declared."""
-    names = names_in(ref)
-    for name in names:
-        if name not in params:
-            hint = did_you_mean(name, params) or ("declare it under params" if not params else
-                                                  "declared params: " + ", ".join(params))
-            what = f"'${{{ref}}}'" if bare_name(ref) else f"'{name}' in '${{{ref}}}'"
-            raise XrunError(f"unknown block param {what}", where=locate(path), path=dotted(path), hint=hint)
-    return names
-
-
-def _value(ref: str, params: dict, sources: dict, path: Path_, text: str, locate: Locate):
-    """The value of one "${...}": a param as it is, or the number an expression over params comes to."""
-    name = bare_name(ref)
-    if name is not None:
-        return params[name]
-    try:
-        return evaluate(ref, params)
-    except ExpressionError as exc:
-        if exc.name is None:  # the expression itself is at fault
-            raise XrunError(exc.message, where=locate(path), path=dotted(path), hint=exc.hint) from None
-        source = sources[exc.name]  # the value given to the param is
-        raise XrunError(exc.message, where=locate(source), path=f"{dotted(source)} (used in {dotted(path)} = {text})",
-                        hint=exc.hint) from None
 
 
 class _Checker:

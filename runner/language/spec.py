@@ -12,8 +12,9 @@ from pathlib import Path
 from runner.errors import Location, XrunError
 from runner.language import data_facts, schema
 from runner.language.extends import load_with_bases
-from runner.language.graph import NO_ORIGINS, Graph, Origins, build_graph
+from runner.language.graph import Graph, build_graph
 from runner.language.overrides import apply_override
+from runner.language.params import NO_ORIGINS, Origins
 from runner.language.sections import Augmentation, Data, Sections, Tracking, Training, sections_of
 from runner.language.source import Locations, Path_, dotted, read_text
 

@@ -7,6 +7,7 @@ Nothing here imports TensorFlow, MLflow or Optuna at module level: `xrun sweep -
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -78,13 +79,16 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, uri: str
 
 def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, heartbeat: int, grace: int) -> None:
     """`jobs` worker processes on the same study: each an `xrun sweep` of its own (TensorFlow state apart)."""
-    command = [sys.executable, "-m", "runner.cli", "sweep", str(path), "--tracking-uri", uri, "--storage", url,
+    from runner.sweep import study as st
+
+    command = [sys.executable, "-m", "runner.cli", "sweep", str(path), "--tracking-uri", uri,
                "--heartbeat", str(heartbeat), "--grace-period", str(grace), "--worker"]
     command += [a for o in p.cli_overrides for a in ("--set", o)]
     command += [a for g in p.cli_grid for a in ("--grid", g)]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
-    procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(jobs)]
+    env = {**os.environ, st.STORAGE_ENV: url}  # not on the command line, where `ps` would show its password
+    procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env) for _ in range(jobs)]
     try:
         for proc in procs:
             proc.wait()

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from runner.errors import XrunError, did_you_mean
+from runner.errors import XrunError
 from runner.sweep.space import Space, choices
 
 STORAGE_ENV = "XRUN_STUDY_STORAGE"
@@ -146,13 +146,6 @@ def _wait_for_parent(study: optuna.Study) -> str:
                             hint="delete the study (optuna delete-study) and start the sweep again")
         time.sleep(1)
     return study.user_attrs[PARENT_ATTR]
-
-
-def pruner_name(name: str) -> str:
-    """Checks a pruner name against the registry (the schema's enum), for code that builds one by name."""
-    if name not in PRUNERS:
-        raise XrunError(f"unknown pruner '{name}'", hint=did_you_mean(name, PRUNERS) or ", ".join(PRUNERS))
-    return name
 
 
 # --- which trials are left -----------------------------------------------------------------------------------

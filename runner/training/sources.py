@@ -40,7 +40,9 @@ class ImageFiles:
                           self.interpolation, self.cache)
 
     def __getitem__(self, index) -> np.ndarray:
-        chosen = np.atleast_1d(self.paths[index])
+        if np.ndim(self.paths[index]) == 0:  # one image: [height, width, channels]
+            return self.decode(tf.constant(self.paths[index])).numpy()
+        chosen = self.paths[index]
         if len(chosen) == 0:
             return np.zeros((0, *self.size, self.channels), np.uint8)
         return np.stack([self.decode(tf.constant(p)).numpy() for p in chosen])
@@ -268,10 +270,7 @@ def _arrays(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     path = facts.data_path(data, locate)
     facts.array_headers(path, data, locate)  # missing arrays and unreadable files, named, before loading
     arrays = _read_arrays(path, facts.array_keys(data))
-    digest = hashlib.sha256()
-    for key in ("x_train", "y_train", "x_test", "y_test"):
-        if key in arrays:
-            digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    digest = _digest(*(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in arrays))
     labels = {k: _labels(arrays[k], k, data, locate) for k in ("y_train", "y_test") if k in arrays}
     images = {k: _images(arrays[k], k, data, locate) for k in ("x_train", "x_test") if k in arrays}
     for split in ("train", "test"):
@@ -287,7 +286,7 @@ def _arrays(data: dict, locate, data_dir: str | None, seed: int) -> Data:
         train, test = _hold_out(x, y, data["test_split"], np.random.default_rng(seed), locate, "test_split")
     shape = tuple(x.shape[1:]) + ((1,) if x.ndim == 3 else ())
     where = str(path.resolve())
-    return Data(path.stem, "arrays", where, *train, *test, names, shape, digest.hexdigest()[:16], path=where)
+    return Data(path.stem, "arrays", where, *train, *test, names, shape, digest, path=where)
 
 
 def _read_arrays(path: Path, names: dict) -> dict:

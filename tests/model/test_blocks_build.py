@@ -146,3 +146,28 @@ def test_a_layer_too_large_for_memory_is_refused_before_allocating(tmp_path, mon
     assert error_of(tmp_path, "    - {type: Conv2D, filters: 65536, kernel_size: 1}\n" + layers) == expected
     # the variables counted were never made, and Keras will not make them later
     assert len(global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True)) == pending
+
+
+def test_a_block_with_two_inputs_builds(tmp_path):
+    model = build(tmp_path, """\
+    - {type: Flatten, name: f}
+    - {type: Dense, name: d, units: 4}
+    - {block: gate, name: g, inputs: [d, f], repeat: 2}
+    - {type: Dense, units: 10}
+  blocks:
+    gate:
+      inputs: [x, context]
+      layers:
+        - {type: Dense, name: proj, units: 4, inputs: context}
+        - {type: Multiply, inputs: [x, proj]}
+""")
+    assert [t.name for t in _inbound(model.get_layer("g_2_multiply"))] == ["g_1_multiply", "g_2_proj"]
+    assert [t.name for t in _inbound(model.get_layer("g_2_proj"))] == ["f"]
+    assert model.count_params() == 3 * (192 * 4 + 4) + 4 * 10 + 10
+
+
+def _inbound(layer) -> list:
+    """The layers whose outputs `layer` takes."""
+    node = layer._inbound_nodes[0]
+    inputs = node.input_tensors if isinstance(node.input_tensors, (list, tuple)) else [node.input_tensors]
+    return [t._keras_history.operation for t in inputs]

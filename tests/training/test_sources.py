@@ -316,6 +316,8 @@ def test_folder_arrays_and_csv_train_as_the_builtin_source_on_the_same_images(ex
     assert builtin.test_accuracy > 0.8
     for result in (folder, arrays, listed):
         assert abs(result.test_accuracy - builtin.test_accuracy) <= 0.01
+    # The folder (ordered by file name) and the npz hold the builtin's images in its order: the very same run.
+    assert folder.test_accuracy == arrays.test_accuracy == builtin.test_accuracy
     uri = store_uri(exported / "folder")
     run = only_run(uri)
     assert {k: run.data.tags[k] for k in ("dataset.kind", "dataset.classes", "dataset.shape", "dataset.name")} == {
