@@ -143,7 +143,10 @@ def taken(folder: Path):
 
 def metrics(folder: Path) -> list[dict]:
     """Every value the run logged, in order (a line cut short by a kill is dropped)."""
-    path = folder / METRICS
+    return metrics_file(folder / METRICS)
+
+
+def metrics_file(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines() if path.exists() else []:
         try:

@@ -530,6 +530,27 @@ def sync(uri: str | None = None, only_this: bool = False) -> list[tuple[str, str
             out.append((folder.name, where, f"not delivered: {exc.message}"))
         except Exception as exc:  # noqa: BLE001 - the store is still failing: the journal stays for next time
             out.append((folder.name, where, f"not delivered: {type(exc).__name__}: {_short(exc)}"))
+    return out if only_this else out + _sync_offline(uri)
+
+
+OLD_OFFLINE = Path("mlruns") / "offline"  # where xrun before the journal kept metrics a server did not take
+
+
+def _sync_offline(uri: str) -> list[tuple[str, str, str]]:
+    """Metrics an older xrun kept in mlruns/offline/RUN_ID.jsonl: sent to their run, if it is in this store."""
+    out = []
+    for path in sorted(OLD_OFFLINE.glob("*.jsonl")):
+        try:
+            _ready_client(uri).get_run(path.stem)
+        except Exception:  # noqa: BLE001 - not this store's run (or the store is down): left for another sync
+            out.append((path.stem, uri, f"not delivered: {path} is for a run that is not in this store"))
+            continue
+        entries = [mlflow.entities.Metric(m["key"], m["value"], m["timestamp"], m["step"])
+                   for m in journal.metrics_file(path)]
+        for start in range(0, len(entries), METRICS_PER_BATCH):
+            _ready_client(uri).log_batch(path.stem, metrics=entries[start:start + METRICS_PER_BATCH])
+        path.unlink()
+        out.append((path.stem, uri, f"{len(entries)} metric values from {path} delivered"))
     return out
 
 

@@ -294,3 +294,22 @@ def test_a_postgresql_store_without_its_driver_is_one_clear_line(monkeypatch, in
         store.client("postgresql://xrun@127.0.0.1:1/runs")
     assert caught.value.format() == (
         f"the tracking store postgresql://... needs the psycopg2 driver, which is not installed; {hint}")
+
+
+def test_sync_delivers_metrics_an_older_xrun_kept_in_mlruns_offline(db, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    run = store.Run(db, "exp", "r")
+    run.end("KILLED")
+    offline = tmp_path / "mlruns" / "offline"
+    offline.mkdir(parents=True)
+    (offline / f"{run.run_id}.jsonl").write_text(
+        "".join(json.dumps({"key": "loss", "value": v, "timestamp": 1000 + s, "step": s}) + "\n"
+                for s, v in [(1, 0.5), (2, 0.25)]))
+    (offline / f"{'0' * 32}.jsonl").write_text("")  # a run of another store: left alone
+    assert store.sync(db) == [
+        ("0" * 32, db, f"not delivered: mlruns/offline/{'0' * 32}.jsonl is for a run that is not in this store"),
+        (run.run_id, db, f"2 metric values from mlruns/offline/{run.run_id}.jsonl delivered")]
+    assert [m.value for m in MlflowClient(db).get_metric_history(run.run_id, "loss")] == [0.5, 0.25]
+    assert [p.name for p in offline.iterdir()] == [f"{'0' * 32}.jsonl"]
