@@ -77,6 +77,7 @@ def test_artifacts_live_beside_a_local_sqlite_store(uri, root):
 def db(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # sync also looks in ./mlruns: the test's own, not the checkout's
     return uri
 
 
@@ -296,10 +297,9 @@ def test_a_postgresql_store_without_its_driver_is_one_clear_line(monkeypatch, in
         f"the tracking store postgresql://... needs the psycopg2 driver, which is not installed; {hint}")
 
 
-def test_sync_delivers_metrics_an_older_xrun_kept_in_mlruns_offline(db, tmp_path, monkeypatch):
+def test_sync_delivers_metrics_an_older_xrun_kept_in_mlruns_offline(db, tmp_path):
     import json
 
-    monkeypatch.chdir(tmp_path)
     run = store.Run(db, "exp", "r")
     run.end("KILLED")
     offline = tmp_path / "mlruns" / "offline"
