@@ -11,6 +11,7 @@ import sys
 import click
 
 from runner.errors import XrunError
+from runner.records import names
 from runner.sweep import GRACE_SECONDS, HEARTBEAT_SECONDS
 from runner.training.settings import import_tensorflow
 
@@ -154,7 +155,7 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
                             resume=resume, checkpoint_every=checkpoint_every,
                             parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
-                            tags={"xrun.variant": variant} if variant else None)
+                            tags={names.VARIANT: variant} if variant else None)
     if not result.run_id:  # a non-chief worker: the chief records the run
         click.echo(f"{spec.name}: worker done, test accuracy {result.test_accuracy:.4f}; worker 0 records the run")
         return
@@ -317,8 +318,8 @@ def _sweep_footer(report, store, fmt, uri) -> None:
     for variant, error in report.failures:
         click.echo(f"FAILED: {variant}: {error}", err=True)
     runs = sorted(cmp.sweep_children(report.parent_id, uri),
-                  key=lambda r: (report.order.get(r.tags.get("xrun.variant"), len(report.order)),
-                                 int(r.tags.get("xrun.trial", 0))))
+                  key=lambda r: (report.order.get(r.tags.get(names.VARIANT), len(report.order)),
+                                 int(r.tags.get(names.TRIAL, 0))))
     if runs:
         _print_table(cmp.table(runs, uri=uri), fmt, cmp)
     done = report.done

@@ -12,7 +12,7 @@ import numpy as np
 
 from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
-from runner.records import plots, store
+from runner.records import names, plots, store
 from runner.training.data import load_dataset
 from runner.use import IMAGE_SUFFIXES, Model, read_image
 
@@ -148,7 +148,7 @@ def record(model: Model, data: Labelled, result: Scores, uri: str | None) -> str
     run = store.Run(store.tracking_uri(uri), logged.experiment, f"{logged.run_name or logged.name} evaluation",
                     f"{model.label} evaluated on {data.name}", parent_run_id=logged.run_id,
                     tags={"xrun.evaluation_of": logged.run_id, "xrun.evaluation.data": data.name,
-                          "xrun.model_uri": logged.model_uri})
+                          names.MODEL_URI: logged.model_uri})
     try:
         values = metrics(result)
         run.log_metrics(values)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runner.errors import XrunError
 from runner.language.spec import Spec, load_spec
-from runner.records import local, query
+from runner.records import local, names, query
 
 RESUMABLE = ("KILLED", "FAILED", "FINISHED", "RUNNING")  # FINISHED: to train more epochs; RUNNING: when dead
 IGNORED = ("description",)  # rewording a description changes nothing that trains
@@ -35,7 +35,7 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
     full = query.resolve_id(run_id, uri)  # a bad id is refused here, before MLflow is even imported
     run = query.find_runs(uri, run_ids=[full])[0]
     _check_status(run)
-    recorded_text = _artifact(full, "config/resolved.yaml", uri)
+    recorded_text = _artifact(full, names.RESOLVED_CONFIG, uri)
     recorded = _recorded_spec(recorded_text)
     original = [line for line in _artifact(full, "config/overrides.txt", uri).splitlines() if line.strip()]
     spec = load_spec(file, original + list(overrides))
@@ -56,7 +56,7 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
 
 def _check_status(run: query.RunRecord) -> None:
     if run.status == "RUNNING" and not local.is_dead(run.status, run.tags):
-        where = f"process {run.tags['xrun.pid']} on {run.tags['xrun.host']}" if "xrun.pid" in run.tags else "elsewhere"
+        where = f"process {run.tags[names.PID]} on {run.tags[names.HOST]}" if names.PID in run.tags else "elsewhere"
         raise XrunError(f"run {run.run_id[:8]} is RUNNING ({where})",
                         hint="wait for it to end, or stop it; a run whose process has gone can be resumed")
     if run.status not in RESUMABLE:
@@ -118,8 +118,8 @@ def _listed(changes: dict) -> str:
 
 
 def _done_epochs(run: query.RunRecord) -> int:
-    if run.tags.get("xrun.checkpoint_epoch", "").isdigit():
-        return int(run.tags["xrun.checkpoint_epoch"])
+    if run.tags.get(names.CHECKPOINT_EPOCH, "").isdigit():
+        return int(run.tags[names.CHECKPOINT_EPOCH])
     return int(run.metrics.get("epochs_run", 0))
 
 

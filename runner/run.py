@@ -28,7 +28,7 @@ from runner.language.spec import Spec
 from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
-from runner.records import plots, store
+from runner.records import names, plots, store
 from runner.training import build, callbacks, distribute, pipeline, sources
 from runner.training.settings import Settings, applied, settings_for
 
@@ -136,11 +136,11 @@ def _open_run(spec: Spec, document: dict, settings: Settings, uri: str, plan: re
 def _log_resume(job: _Job) -> None:
     """What this resume changed, on the run: the config it now runs (the earlier one kept beside it)."""
     run, plan = job.run, job.resumed
-    run.set_tags({"xrun.resumed_from_epoch": job.initial_epoch, "xrun.end_reason": "",
+    run.set_tags({"xrun.resumed_from_epoch": job.initial_epoch, names.END_REASON: "",
                   "xrun.resume_changes": resuming.changes_text(plan.changes) or "none"})
     if plan.changes:
         run.log_text(plan.recorded_text, f"config/resolved.before-epoch-{job.initial_epoch + 1}.yaml")
-        run.log_text(yaml.safe_dump(job.document, sort_keys=False), "config/resolved.yaml")
+        run.log_text(yaml.safe_dump(job.document, sort_keys=False), names.RESOLVED_CONFIG)
         run.log_text("\n".join(job.spec.overrides) + "\n", "config/overrides.txt")
 
 
@@ -222,7 +222,7 @@ def _end(job: _Job, status: str, reason: str, error: BaseException | None = None
     with store.interrupts_held():
         try:
             if error is not None:
-                _write(job.run.artifact_dir / "error.txt", "".join(traceback.format_exception(error)))
+                _write(job.run.artifact_dir / names.ERROR_FILE, "".join(traceback.format_exception(error)))
             _save_partial(job)
         except Exception as exc:  # noqa: BLE001 - best effort: the run's own exception is the one to report
             job.console.print(f"xrun: could not save everything of the unfinished run: {type(exc).__name__}: "
@@ -250,7 +250,7 @@ def _deliver(job: _Job, status: str, reason: str) -> None:
     run = job.run
     try:
         if reason:
-            run.set_tags({"xrun.end_reason": reason[:500]})
+            run.set_tags({names.END_REASON: reason[:500]})
         _log_checkpoints(run)
     except Exception as exc:  # noqa: BLE001 - the journal keeps them; run.end says so
         run.keep("the run's files", exc)
@@ -318,7 +318,7 @@ def _git_tags(path: Path) -> dict:
 def _log_inputs(job: _Job) -> None:
     run, spec, settings = job.run, job.spec, job.settings
     run.log_text(spec.text, f"config/{spec.path.name}")
-    run.log_text(yaml.safe_dump(job.document, sort_keys=False), "config/resolved.yaml")
+    run.log_text(yaml.safe_dump(job.document, sort_keys=False), names.RESOLVED_CONFIG)
     run.log_text("\n".join(spec.overrides) + ("\n" if spec.overrides else ""), "config/overrides.txt")
     for base in spec.files[1:]:
         run.log_text(base.read_text(), f"config/bases/{base.name}")
@@ -376,8 +376,8 @@ def _log_distribution(job: _Job) -> None:
 
 def _validation_tags(data_spec: dict) -> dict:
     if data_spec.get("validation") == "test":
-        return {"xrun.validation": "test set (model selection saw the test data, as in the seed notebook)"}
-    return {"xrun.validation": data_spec["validation"]}
+        return {names.VALIDATION: "test set (model selection saw the test data, as in the seed notebook)"}
+    return {names.VALIDATION: data_spec["validation"]}
 
 
 def _compile(model, document: dict, settings: Settings, spe: int) -> None:
@@ -493,12 +493,12 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_figures(run, document, dataset, splits, history, predicted)
     _log_checkpoints(run)
-    logged = run.tags.get("xrun.model_uri")
+    logged = run.tags.get(names.MODEL_URI)
     with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
         if job.spec.tracking.log_model and not (logged and not trained):  # a resume that trained nothing logs
             try:                                                             # no second model
                 result.model_uri = _log_model(run, model, document, dataset, splits.x_test[:8])
-                run.set_tags({"xrun.model_uri": result.model_uri})
+                run.set_tags({names.MODEL_URI: result.model_uri})
             except Exception as exc:
                 if not store.is_store_error(exc):
                     raise
@@ -578,6 +578,6 @@ def _log_checkpoints(run) -> None:
     for path in sorted(run.artifact_dir.glob("checkpoints/*")):
         if ".partial" not in path.name:  # a save cut short by a kill is no checkpoint
             run.log_file(path, "checkpoints")
-    for name in ("history.csv", "error.txt"):
+    for name in ("history.csv", names.ERROR_FILE):
         for path in sorted(run.artifact_dir.glob(name)):
             run.log_file(path)

@@ -16,6 +16,7 @@ def reproduce_module():
     return module
 
 
+@pytest.mark.slow
 def test_reproduce_appends_a_row_with_the_seeds_numbers(tmp_path, capsys):
     out, uri = tmp_path / "reproduce.json", store_uri(tmp_path)
     out.write_text('[{"model": "earlier"}]\n')

@@ -46,6 +46,7 @@ def wait_for(url: str, seconds: float, server: subprocess.Popen) -> tuple[int, b
     raise AssertionError(f"{url} did not answer within {seconds} s")
 
 
+@pytest.mark.slow
 def test_ui_serves_the_sqlite_store_under_mlruns_and_stops_with_xrun(tmp_path):
     cwd = tmp_path.resolve()
     (cwd / "mlruns").mkdir()

@@ -4,8 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import tiny_yaml
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # real xrun processes train at once
 
 PROCESSES = 4
 

@@ -49,6 +49,8 @@ from runner.records import store
 from runner.training.data import load_dataset
 from runner.training.pipeline import to_inputs
 
+pytestmark = pytest.mark.slow  # nearly every test trains a model
+
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
                  "images_per_second"]

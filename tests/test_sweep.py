@@ -445,6 +445,21 @@ def test_random_keys_become_optuna_distributions(tmp_path):
         optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
 
 
+def test_each_trial_draws_from_its_own_seed_and_sweep_seeds_do_not_overlap(tmp_path):
+    import optuna
+
+    from runner.sweep import study as st
+    from runner.sweep.trials import suggest
+
+    def first_draw(seed: int, trial: int) -> dict:
+        spec = load_spec(write(tmp_path, "r.yaml", CONV.split("sweep:")[0] + RANDOM.replace("seed: 7", f"seed: {seed}")))
+        study = optuna.create_study(sampler=st.sampler(sw.space(spec), trial))
+        return suggest(study.ask(), sw.space(spec))
+
+    assert first_draw(0, 1) == first_draw(0, 1)  # the same trial of the same sweep: the same values, on any worker
+    assert first_draw(0, 1) != first_draw(1, 0) and first_draw(0, 0) != first_draw(0, 1)
+
+
 def test_surplus_trials_past_the_grid_are_recognised(tmp_path):
     """Optuna's GridSampler gives trial numbers 0..N-1 the N points; a trial asked for after them (two workers
     asking at once for the last point) is surplus, and so is one past `trials` draws."""

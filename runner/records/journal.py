@@ -11,6 +11,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.records import names
+
 FOLDER = "journal"
 STATE = "state.json"
 METRICS = "metrics.jsonl"
@@ -71,7 +73,7 @@ class Journal:
     @property
     def checkpoint(self) -> Path:
         """The latest model, optimizer state included, at the artifact path it is delivered to."""
-        return self.files / "checkpoints" / "last.keras"
+        return self.files / names.CHECKPOINT
 
     def save_model(self, model, epoch: int) -> None:
         """Write to a new file and rename it over the old one: a kill mid-save leaves the previous checkpoint."""

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from runner.records import names
+
 STORE_DIR = Path("mlruns")
 STALE_SECONDS = 900       # a RUNNING run whose heartbeat is older than this is dead, wherever it ran
 
@@ -23,15 +25,15 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 def is_dead(status: str, tags: dict, now_s: float | None = None) -> bool:
     """A RUNNING run whose process is gone (same host), or whose heartbeat is older than STALE_SECONDS."""
-    if status != "RUNNING" or "xrun.heartbeat" not in tags:
+    if status != "RUNNING" or names.HEARTBEAT not in tags:
         return False  # not ours, or made before xrun kept heartbeats: nothing to go by
-    if tags.get("xrun.host") == os.uname().nodename and tags.get("xrun.pid", "").isdigit():
-        pid = int(tags["xrun.pid"])
-        alive = _pid_alive(pid) and _process_start(pid) == tags.get("xrun.process_start", _process_start(pid))
+    if tags.get(names.HOST) == os.uname().nodename and tags.get(names.PID, "").isdigit():
+        pid = int(tags[names.PID])
+        alive = _pid_alive(pid) and _process_start(pid) == tags.get(names.PROCESS_START, _process_start(pid))
         if not alive:
             return True
     now_s = now_s if now_s is not None else time.time()
-    return now_s - float(tags["xrun.heartbeat"]) > STALE_SECONDS
+    return now_s - float(tags[names.HEARTBEAT]) > STALE_SECONDS
 
 
 def _process_start(pid: int | None = None) -> str:

@@ -20,7 +20,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from runner.errors import XrunError
-from runner.records import journal
+from runner.records import journal, names
 
 # Kept MLflow-free in local.py, so commands that only read answer without importing MLflow.
 from runner.records.local import (  # noqa: F401
@@ -230,8 +230,8 @@ class Run:
         self.uri, self.client = uri, c
         self.experiment_id = found.info.experiment_id
         folder = journal.root(uri) / found.info.run_id / "resume"
-        checkpoint = _download(c, found.info.run_id, "checkpoints/last.keras", folder)
-        epoch = found.data.tags.get("xrun.checkpoint_epoch")
+        checkpoint = _download(c, found.info.run_id, names.CHECKPOINT, folder)
+        epoch = found.data.tags.get(names.CHECKPOINT_EPOCH)
         epochs = int(epoch) if epoch else max((m.step for m in c.get_metric_history(found.info.run_id, "loss")),
                                               default=0)
         c.update_run(found.info.run_id, status="RUNNING")
@@ -271,7 +271,7 @@ class Run:
 
     def _send_pending(self) -> None:
         was_offline = self._offline_since is not None
-        beat = [mlflow.entities.RunTag("xrun.heartbeat", str(_now_ms() // 1000))]
+        beat = [mlflow.entities.RunTag(names.HEARTBEAT, str(_now_ms() // 1000))]
         while self._pending:
             self.client.log_batch(self.run_id, metrics=self._pending[:METRICS_PER_BATCH], tags=beat)
             del self._pending[:METRICS_PER_BATCH]
@@ -404,7 +404,7 @@ class Run:
             self._send_pending()
         epoch = self.journal.state().get("checkpoint_epoch")
         if epoch:  # which epoch checkpoints/last.keras holds: a resume starts after it
-            self.client.set_tag(self.run_id, "xrun.checkpoint_epoch", str(epoch))
+            self.client.set_tag(self.run_id, names.CHECKPOINT_EPOCH, str(epoch))
         self.client.set_terminated(self.run_id, status=status)
 
     def _not_while_failing(self) -> None:
@@ -442,8 +442,8 @@ def is_store_error(exc: BaseException) -> bool:
 
 def _process_tags() -> dict:
     """Where the run is trained: a RUNNING run whose process is gone from this host is dead (see is_dead)."""
-    return {"xrun.host": os.uname().nodename, "xrun.pid": os.getpid(), "xrun.process_start": _process_start(),
-            "xrun.heartbeat": _now_ms() // 1000}
+    return {names.HOST: os.uname().nodename, names.PID: os.getpid(), names.PROCESS_START: _process_start(),
+            names.HEARTBEAT: _now_ms() // 1000}
 
 
 def _download(c: MlflowClient, run_id: str, path: str, folder: Path) -> Path:
@@ -467,7 +467,7 @@ class _Heartbeat:
     def _beat(self, uri: str, run_id: str) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                MlflowClient(uri).set_tag(run_id, "xrun.heartbeat", str(_now_ms() // 1000))
+                MlflowClient(uri).set_tag(run_id, names.HEARTBEAT, str(_now_ms() // 1000))
             except Exception:  # noqa: BLE001, S112 - the next beat tries again; the run's own writes report problems
                 continue
 
@@ -481,7 +481,7 @@ def end_dead(uri: str, run_id: str) -> str:
     if folder in journal.folders(journal.root(uri)):
         return replay(folder)
     c = _ready_client(uri)
-    c.set_tag(run_id, "xrun.end_reason", journal.DIED_REASON)
+    c.set_tag(run_id, names.END_REASON, journal.DIED_REASON)
     c.set_terminated(run_id, status=journal.DIED)
     return journal.DIED
 
@@ -502,9 +502,9 @@ def _replay(folder: Path) -> str:
                for m in journal.metrics(folder)]
     for start in range(0, len(entries), METRICS_PER_BATCH):
         c.log_batch(run_id, metrics=entries[start:start + METRICS_PER_BATCH])
-    tags = {**state.get("tags", {}), "xrun.end_reason": state.get("end_reason", "")}
+    tags = {**state.get("tags", {}), names.END_REASON: state.get("end_reason", "")}
     if "checkpoint_epoch" in state:
-        tags["xrun.checkpoint_epoch"] = state["checkpoint_epoch"]
+        tags[names.CHECKPOINT_EPOCH] = state["checkpoint_epoch"]
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(tags).items()])
     for path, artifact_folder in journal.files(folder):
         c.log_artifact(run_id, str(path), artifact_folder)

@@ -10,7 +10,7 @@ import math
 import re
 
 from runner.errors import XrunError, did_you_mean
-from runner.records import query
+from runner.records import names, query
 from runner.records.query import RunRecord
 
 # Params every run has that say nothing about what was varied (or that are shown in their own column).
@@ -81,7 +81,7 @@ def is_internal(run: RunRecord) -> bool:
 
 
 def is_sweep_parent(run: RunRecord) -> bool:
-    return run.tags.get("xrun.sweep") == "parent"
+    return run.tags.get(names.SWEEP) == "parent"
 
 
 def expand_sweeps(runs: list[RunRecord], uri: str | None) -> list[RunRecord]:
@@ -97,7 +97,7 @@ def sweep_children(parent_id: str, uri: str | None) -> list[RunRecord]:
     """The newest child run of each variant of a sweep: a retried variant's earlier failures are history."""
     latest: dict[str, RunRecord] = {}
     for run in query.find_runs(uri, parent_run_id=parent_id):  # newest first
-        latest.setdefault(run.tags.get("xrun.variant") or run.run_id, run)
+        latest.setdefault(run.tags.get(names.VARIANT) or run.run_id, run)
     return list(latest.values())
 
 
@@ -126,7 +126,7 @@ def differing_params(runs: list[RunRecord], include_all: bool = False) -> list[s
 
 def overridden(run: RunRecord) -> set[str]:
     """The param keys a run's --set overrides (and sweep variant) named."""
-    text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get("xrun.variant", "")])
+    text = " ".join([run.params.get("runtime.overrides", ""), run.tags.get(names.VARIANT, "")])
     return {_param_key(k) for k in _OVERRIDE_KEY.findall(text)}
 
 
@@ -137,7 +137,7 @@ def _param_key(override_key: str) -> str:
 
 def _name(run: RunRecord, param_keys: list[str]) -> str:
     """A sweep variant's name without its `[key=value ...]` when the table shows those keys as columns anyway."""
-    variant = run.tags.get("xrun.variant")
+    variant = run.tags.get(names.VARIANT)
     name, bracket, _ = run.name.partition(" [")  # an experiment's name has no spaces: the rest is what varied
     keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant or "")}
     if variant and bracket and run.name.endswith("]") and keys and keys <= set(param_keys):
@@ -154,7 +154,7 @@ def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None)
                 "train_loss": m.get("loss"), "train_acc": m.get(accuracy), "val_loss": m.get("val_loss"),
                 "val_acc": m.get(f"val_{accuracy}"), "best_val_acc": _best_val(run, accuracy, uri),
                 "test_loss": m.get("test_loss"), "test_acc": m.get("test_accuracy"), "seconds": run.seconds,
-                "status": "PRUNED" if run.tags.get("xrun.pruned") == "true" else run.shown_status})
+                "status": "PRUNED" if run.tags.get(names.PRUNED) == "true" else run.shown_status})
     if describe:
         row["description"] = _short(run.description, 60)
     return row
@@ -357,7 +357,7 @@ def config_diff(run_ids: list[str], uri: str | None) -> str:
         raise XrunError(f"--config compares exactly two runs, got {len(run_ids)}",
                         hint="xrun compare RUN_A RUN_B --config")
     a, b = query.find_runs(uri, run_ids=resolve_ids(run_ids, uri))
-    text_a, text_b = (query.artifact_text(r.run_id, "config/resolved.yaml", uri) for r in (a, b))
+    text_a, text_b = (query.artifact_text(r.run_id, names.RESOLVED_CONFIG, uri) for r in (a, b))
     return diff_text(text_a, text_b, f"{a.run_id[:8]} {a.name}", f"{b.run_id[:8]} {b.name}")
 
 

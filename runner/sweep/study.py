@@ -107,12 +107,13 @@ def _short(exc: Exception) -> str:
 
 # --- the study -----------------------------------------------------------------------------------------------
 
-def sampler(s: Space, seed: int) -> optuna.samplers.BaseSampler:
+def sampler(s: Space, trial: int) -> optuna.samplers.BaseSampler:
     """The grid keeps one seed on every worker (a grid id means the same point everywhere); the other samplers
-    are seeded per trial (the sweep's seed plus the trial number), so workers do not draw the same values."""
+    are seeded per trial, from the sweep's seed and the trial number, so workers do not draw the same values and
+    sweep seeds 0 and 1 are not the same draws shifted by one trial."""
     if s.method == "grid":
         return optuna.samplers.GridSampler({k: choices(v) for k, v in s.grid.items()}, seed=s.seed)
-    return SAMPLERS[s.method](s, s.seed + seed)
+    return SAMPLERS[s.method](s, (s.seed * 1_000_003 + trial) % 2**32)
 
 
 def pruner(s: Space) -> optuna.pruners.BasePruner:

@@ -53,6 +53,7 @@ def error_of(tmp_path: Path, layers: str) -> str:
     return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "").replace(f"{tmp_path}/", "")
 
 
+@pytest.mark.slow
 def test_a_frozen_backbone_with_weights_from_a_file(tmp_path, saved):
     path, twin = saved
     (tmp_path / "backbone.weights.h5").write_bytes(path.read_bytes())  # relative to the YAML file

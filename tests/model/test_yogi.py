@@ -202,6 +202,7 @@ def test_xla_training_steps_match_reference():
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_xla_fit_reduces_loss():
     x, y = toy_regression()
     model = dense_model(Yogi(learning_rate=0.1))
@@ -219,6 +220,7 @@ def mixed_float16():
     keras.mixed_precision.set_dtype_policy(previous)
 
 
+@pytest.mark.slow
 def test_xla_fit_under_mixed_precision(mixed_float16):
     x, y = toy_regression()
     model = dense_model(Yogi(learning_rate=0.1))

@@ -14,6 +14,8 @@ from helpers import tiny_yaml
 from runner.errors import XrunError
 from runner.language.spec import load_spec
 
+pytestmark = pytest.mark.slow  # every test starts a real mlflow server
+
 TINY = tiny_yaml("served", experiment="over-http", seed=3)
 
 

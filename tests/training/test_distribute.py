@@ -14,6 +14,8 @@ from runner.cli import main
 from runner.errors import XrunError
 from runner.training import distribute
 
+pytestmark = pytest.mark.slow  # real workers train
+
 TINY = tiny_yaml(experiment="distributed", limit=512, batch_size=64, tracking=", log_model: false, log_images: false")
 
 
