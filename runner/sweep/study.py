@@ -27,6 +27,7 @@ STORAGE_ENV = "XRUN_STUDY_STORAGE"
 PARENT_ATTR = "xrun.parent_run_id"
 SURPLUS_ATTR = "xrun.surplus"
 PARENT_WAIT_SECONDS = 120
+OPEN_ATTEMPTS = 5  # opening a server database, for workers that start together
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # xrun prints one line per trial itself
 # Heartbeats and their retry callback are "experimental" in Optuna (since 2.8/2.9): said once here, not per call.
@@ -70,15 +71,22 @@ def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.st
     """Optuna's database storage with heartbeats: a trial whose worker stops beating for `grace` seconds is
     failed and handed to `on_stale` (which queues it again) by the next worker that looks."""
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with _creation_lock(url), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are, since 2.9
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace, heartbeat_stale_trial_callback=on_stale)
-    except Exception as exc:  # a wrong URL, a database that is down, a missing driver
-        raise XrunError(f"cannot open the study storage {redacted(url)} ({_short(exc)})",
-                        hint="check --storage / $XRUN_STUDY_STORAGE (e.g. postgresql://user:pw@host/db), or "
-                             "leave it out for a SQLite file beside the MLflow store") from None
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with _creation_lock(url), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are, since 2.9
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                  grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+        except Exception as exc:  # a wrong URL, a database that is down, a missing driver
+            # Workers on several machines creating a new server database's tables at once collide (PostgreSQL
+            # refuses the second CREATE TABLE): the tables are there a moment later, so try again.
+            if attempt + 1 < OPEN_ATTEMPTS and not url.startswith("sqlite"):
+                time.sleep(1 + attempt)
+                continue
+            error = exc
+    raise XrunError(f"cannot open the study storage {redacted(url)} ({_short(error)})",
+                    hint="check --storage / $XRUN_STUDY_STORAGE (e.g. postgresql://user:pw@host/db), or "
+                         "leave it out for a SQLite file beside the MLflow store") from None
 
 
 class _creation_lock:

@@ -27,7 +27,7 @@ from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-OWN_DATA_HINT = "or for your own data use a data source (coming: data.source)"
+OWN_DATA_HINT = "or for your own data use data.source: arrays (or image_folder, csv) and point it at the file"
 DOWNLOAD_TIMEOUT_S = 5.0  # offline machines refuse these URLs; a load must not hang on them
 PIP_TIMEOUT_S = 180.0
 

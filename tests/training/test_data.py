@@ -32,7 +32,7 @@ MNIST_SHA256 = {  # of the published arrays (Keras's mnist.npz)
 }
 OFFLINE_SOURCES = [s for s in data.SOURCES if s[0] not in ("download", "mirror")]
 PIP_MIRROR = next(s for s in data.SOURCES if s[0] == "mirror")
-OWN_DATA = "or for your own data use a data source (coming: data.source)"
+OWN_DATA = "or for your own data use data.source: arrays (or image_folder, csv) and point it at the file"
 
 
 @pytest.fixture(scope="module")
