@@ -80,13 +80,20 @@ def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.st
         except Exception as exc:  # a wrong URL, a database that is down, a missing driver
             # Workers on several machines creating a new server database's tables at once collide (PostgreSQL
             # refuses the second CREATE TABLE): the tables are there a moment later, so try again.
-            if attempt + 1 < OPEN_ATTEMPTS and not url.startswith("sqlite"):
+            if attempt + 1 < OPEN_ATTEMPTS and _creation_race(exc):
                 time.sleep(1 + attempt)
                 continue
             error = exc
     raise XrunError(f"cannot open the study storage {redacted(url)} ({_short(error)})",
                     hint="check --storage / $XRUN_STUDY_STORAGE (e.g. postgresql://user:pw@host/db), or "
                          "leave it out for a SQLite file beside the MLflow store") from None
+
+
+def _creation_race(exc: Exception) -> bool:
+    """A server database refusing a table or type another worker has just created (not a wrong URL or a down server)."""
+    from sqlalchemy import exc as sql
+
+    return isinstance(exc, (sql.IntegrityError, sql.ProgrammingError))
 
 
 class _creation_lock:

@@ -227,6 +227,7 @@ def test_gaussian_noise_is_added_after_the_geometry(digits):
     assert abs(only_noise.std() - 0.05) < 0.002
 
 
+@pytest.mark.slow  # long tf.data pipelines
 def test_tf_function_and_tf_data_parallel_map_equal_eager(digits):
     augment = make_augmenter(SEED_002)
     base = tf.constant(1234, tf.int64)
@@ -516,6 +517,7 @@ def test_mixing_class_numbers_is_an_error_saying_what_to_use():
         "numbers; use a loss on one-hot labels such as CategoricalCrossentropy, not SparseCategoricalCrossentropy")
 
 
+@pytest.mark.slow  # long tf.data pipelines
 def test_the_training_pipeline_mixes_rgb_batches_reproducibly():
     from runner.training import pipeline
 
