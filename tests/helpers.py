@@ -212,3 +212,28 @@ def heavy_modules_after(*args, cwd=None, env: dict | None = None) -> tuple[str, 
                           timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
     lines = done.stdout.splitlines()
     return "\n".join(lines[:-1]), lines[-1] if lines else "", done.stderr
+
+
+# A model section written under seed 004's base file: the model's keys start on line 4 of t.yaml.
+SEED004_BASE = REPO / "experiments" / "base" / "seed004.yaml"
+MODEL_HEAD = f"extends: {SEED004_BASE}\nname: t\nmodel:\n"
+
+
+def spec_of(tmp_path: Path, model: str):
+    """The loaded spec of `model` (YAML text of the model section's keys) under seed 004's base."""
+    from runner.language.spec import load_spec
+
+    path = tmp_path / "t.yaml"
+    path.write_text(MODEL_HEAD + model)
+    return load_spec(path)
+
+
+def error_of(tmp_path: Path, model: str) -> str:
+    """The one error line `model` gives, without the file name (so it starts at LINE:COL)."""
+    import pytest
+
+    from runner.errors import XrunError
+
+    with pytest.raises(XrunError) as info:
+        spec_of(tmp_path, model)
+    return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "")

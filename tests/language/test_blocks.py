@@ -1,29 +1,11 @@
 """The block language: arithmetic in params, `first:` overrides, `repeat: 0`, blocks with several inputs, the
 layer arguments the reference architectures need, and bad values reported where they are written."""
 
-from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import error_of, spec_of
 
-from runner.errors import XrunError
 from runner.language.expressions import ExpressionError, evaluate, names_in
-from runner.language.spec import load_spec
-
-BASE = REPO / "experiments" / "base" / "seed004.yaml"
-HEAD = f"extends: {BASE}\nname: t\nmodel:\n"  # model's keys start on line 4
-
-
-def spec_of(tmp_path: Path, model: str):
-    path = tmp_path / "t.yaml"
-    path.write_text(HEAD + model)
-    return load_spec(path)
-
-
-def error_of(tmp_path: Path, model: str) -> str:
-    with pytest.raises(XrunError) as info:
-        spec_of(tmp_path, model)
-    return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "")
 
 
 def nodes(spec) -> list[tuple]:

@@ -1,29 +1,10 @@
 """The model graph: blocks expanded with their params, names and references checked, each error at its YAML line."""
 
-from pathlib import Path
 
 import pytest
-from helpers import REPO, RESIDUAL
+from helpers import RESIDUAL, error_of, spec_of
 
-from runner.errors import XrunError
 from runner.language.graph import build_graph, snake
-from runner.language.spec import load_spec
-
-BASE = REPO / "experiments" / "base" / "seed004.yaml"
-HEAD = f"extends: {BASE}\nname: t\nmodel:\n"  # model's keys start on line 4
-
-
-def spec_of(tmp_path: Path, model: str):
-    path = tmp_path / "t.yaml"
-    path.write_text(HEAD + model)
-    return load_spec(path)
-
-
-def error_of(tmp_path: Path, model: str) -> str:
-    with pytest.raises(XrunError) as info:
-        spec_of(tmp_path, model)
-    return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "")
-
 
 CONV_BN = """\
   blocks:
