@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from runner.errors import XrunError
+from runner.errors import SIGTERM_MESSAGE, XrunError
 from runner.records import names
 from runner.sweep import GRACE_SECONDS, HEARTBEAT_SECONDS
 from runner.training.settings import import_tensorflow
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt) as exc:
         # Schedulers read 143 as "stopped by SIGTERM" and 130 as Ctrl-C; click wraps the interrupt in Abort.
         interrupt = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
-        terminated = str(interrupt) == "SIGTERM"
+        terminated = str(interrupt) == SIGTERM_MESSAGE
         click.echo("interrupted by SIGTERM" if terminated else "interrupted", err=True)
         return 143 if terminated else 130
     return 0

@@ -6,6 +6,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
+# A KeyboardInterrupt raised for SIGTERM carries this text, so the command line can exit 143 (not Ctrl-C's 130).
+SIGTERM_MESSAGE = "SIGTERM"
+
 
 @dataclass(frozen=True)
 class Location:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from runner import __version__
 from runner import resume as resuming
-from runner.errors import XrunError
+from runner.errors import SIGTERM_MESSAGE, XrunError
 from runner.language.spec import Spec
 from runner.model import standalone
 from runner.model import summary as model_summary
@@ -177,7 +177,6 @@ def _ends_run(job: _Job):
             shutil.rmtree(job.run.artifact_dir, ignore_errors=True)
 
 
-SIGTERM_MESSAGE = "SIGTERM"
 
 
 def _terminate_as_interrupt() -> tuple[bool, dict]:

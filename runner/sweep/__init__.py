@@ -8,12 +8,14 @@ Nothing here imports TensorFlow, MLflow or Optuna at module level: `xrun sweep -
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from runner.errors import SIGTERM_MESSAGE
 from runner.sweep.space import (
     Plan,
     Space,
@@ -89,6 +91,8 @@ def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, h
         command += ["--data-dir", str(data_dir)]
     env = {**os.environ, st.STORAGE_ENV: url}  # not on the command line, where `ps` would show its password
     procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env) for _ in range(jobs)]
+    # A scheduler's SIGTERM stops the workers too (each ends its trial KILLED) and then the parent, never orphans.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         for proc in procs:
             proc.wait()
@@ -97,6 +101,11 @@ def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, h
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(SIGTERM_MESSAGE)
 
 
 def _finish(study, p: Plan, parent_id: str, uri: str, url: str, trained: list, wrap_up: bool) -> Report:
