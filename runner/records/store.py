@@ -611,11 +611,25 @@ def _check_server(uri: str) -> None:
     import urllib.error
     import urllib.request
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-    except (urllib.error.URLError, OSError) as exc:
-        raise XrunError(f"the MLflow tracking server at {uri} is not answering ({_short(exc)})",
-                        hint="start it (mlflow server ...), or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+    for attempt in range(HEALTH_ATTEMPTS):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            # A refused connection is final at once; a server that is only slow (busy, one worker) gets more time.
+            if attempt + 1 < HEALTH_ATTEMPTS and _timed_out(exc):
+                continue
+            raise XrunError(f"the MLflow tracking server at {uri} is not answering ({_short(exc)})",
+                            hint="start it (mlflow server ...), or fix --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
+HEALTH_ATTEMPTS = 4  # of 5 s each, for a server that answers slowly
+
+
+def _timed_out(exc: Exception) -> bool:
+    import socket
+
+    return isinstance(getattr(exc, "reason", exc), (socket.timeout, TimeoutError))
 
 
 _DRIVERS = {"postgresql": "psycopg2", "postgresql+psycopg2": "psycopg2", "postgresql+psycopg": "psycopg"}
