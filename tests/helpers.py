@@ -237,3 +237,40 @@ def error_of(tmp_path: Path, model: str) -> str:
     with pytest.raises(XrunError) as info:
         spec_of(tmp_path, model)
     return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "")
+
+
+def bench_module(name: str):
+    """bench/NAME.py loaded as a module (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def start_mlflow_server(root: Path, port: int, timeout_s: float = 120):
+    """A real `mlflow server` on 127.0.0.1:PORT with its store in ROOT, answering /health (its own process group)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import pytest
+
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"mlflow server did not start within {timeout_s:.0f} s")

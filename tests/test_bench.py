@@ -1,19 +1,15 @@
 """bench/reproduce.py: a short real training through it gives a row beside the seed's numbers, read back from MLflow."""
 
-import importlib.util
 import json
 
 import pytest
-from helpers import REPO, client, store_uri
+from helpers import REPO, bench_module, client, store_uri
 
 pytest.importorskip("tensorflow")
 
 
 def reproduce_module():
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "bench" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("reproduce")
 
 
 @pytest.mark.slow
@@ -35,13 +31,6 @@ def test_reproduce_appends_a_row_with_the_seeds_numbers(tmp_path, capsys):
     points = (row["xrun_test_accuracy"] - 0.9929) * 100
     assert (f"| model3 | 1 | 99.29 % | {row['xrun_test_accuracy'] * 100:.2f} % | {points:+.2f} | 0.0309 |"
             in capsys.readouterr().out)
-
-
-def bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_flops_are_counted_per_layer_from_the_built_model():

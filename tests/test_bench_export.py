@@ -1,10 +1,9 @@
 """bench/export.py: a quick run trains, exports through runner.export and measures every model on the test set."""
 
-import importlib.util
 import json
 
 import pytest
-from helpers import DATA_DIR, REPO
+from helpers import DATA_DIR, bench_module
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
@@ -13,10 +12,7 @@ MODELS = ["keras", "tflite_float32", "tflite_float16", "tflite_int8"]
 
 
 def export_bench():
-    spec = importlib.util.spec_from_file_location("bench_export", REPO / "bench" / "export.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("export")
 
 
 @pytest.mark.slow

@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import keras
 import pytest
-from helpers import DATA_DIR, TINY_PARAMS, artifact_file, store_uri, tiny_yaml, train
+from helpers import DATA_DIR, TINY_PARAMS, artifact_file, start_mlflow_server, store_uri, tiny_yaml, train
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -192,21 +191,7 @@ def _free_port() -> int:
 
 
 def _server(root: Path, port: int) -> subprocess.Popen:
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start within 120 s")
+    return start_mlflow_server(root, port)
 
 
 def _kill(server: subprocess.Popen, sig=signal.SIGKILL) -> None:

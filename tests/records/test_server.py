@@ -3,13 +3,12 @@
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import tiny_yaml
+from helpers import start_mlflow_server, tiny_yaml
 
 from runner.errors import XrunError
 from runner.language.spec import load_spec
@@ -37,20 +36,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def _start_server(root: Path, port: int) -> subprocess.Popen:
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    _stop(proc)
-    pytest.fail("mlflow server did not start within 90 s")
+    return start_mlflow_server(root, port, timeout_s=90)
 
 
 def _stop(proc: subprocess.Popen) -> None:
