@@ -482,7 +482,6 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=document["training"]["batch_size"],
                                     one_hot_classes=_one_hot_classes(document, splits))
     scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-    predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
     trained = len(history.get("loss", []))
     history = _whole_history(job, history)
     result = _result(run, history, scores)
@@ -490,7 +489,7 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     if trained and run.journal is not None:  # the model as it finished (EarlyStopping may have restored another)
         _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
-    _log_figures(run, document, dataset, splits, history, predicted)
+    _log_figures(run, document, dataset, splits, history, model, test_ds)
     _log_checkpoints(run)
     logged = run.tags.get(names.MODEL_URI)
     with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
@@ -551,9 +550,10 @@ def _final_metrics(result: Result) -> dict:
     return out
 
 
-def _log_figures(run, document: dict, dataset, splits, history: dict, predicted: np.ndarray) -> None:
+def _log_figures(run, document: dict, dataset, splits, history: dict, model, test_ds) -> None:
     if not document["tracking"]["log_images"]:
-        return
+        return  # nor the test set's second pass the confusion matrix needs
+    predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
     names = list(dataset.class_names)
     run.log_figure(plots.learning_curves(history, title=document["name"]), "plots/learning_curves.png")
     figure, matrix = plots.confusion_matrix(splits.y_test, predicted, names)

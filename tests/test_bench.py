@@ -5,6 +5,8 @@ import json
 import pytest
 from helpers import REPO, bench_module, client, store_uri
 
+from runner.training import settings
+
 pytest.importorskip("tensorflow")
 
 
@@ -60,7 +62,8 @@ def test_gpu_script_smoke_runs_every_step_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["smoke"] is True and result["device_check"]["passed"] is None  # no GPU: nothing to check
-    assert result["device_check"]["used"] == {"precision": "float32", "jit_compile": "false",
+    precision = "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32"  # auto on this CPU
+    assert result["device_check"]["used"] == {"precision": precision, "jit_compile": "false",
                                               "steps_per_execution": "1"}
     assert set(result["overhead"]["rows"]) == {"overhead", "overhead_step"}
     [row] = result["reproductions"]

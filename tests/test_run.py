@@ -47,6 +47,7 @@ from runner.errors import XrunError
 from runner.language.spec import load_spec
 from runner.records import store
 from runner.training.data import load_dataset
+from runner.training import settings
 from runner.training.pipeline import to_inputs
 
 pytestmark = pytest.mark.slow  # nearly every test trains a model
@@ -160,7 +161,9 @@ def test_tags_say_versions_machine_data_and_commit(finished):
     tags = finished.run.data.tags
     assert tags["xrun.version"] == __version__ and tags["tensorflow.version"] == tf.__version__
     assert tags["keras.version"] == keras.__version__ and tags["python.version"] == platform.python_version()
-    assert tags["device"].startswith("CPU") and tags["precision"] == "float32"
+    # auto on a CPU: bfloat16 where it has the instructions (test_settings checks that choice on its own)
+    assert tags["device"].startswith("CPU") and tags["precision"] == (
+        "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
     assert tags["deterministic"] == "True"
     assert tags["dataset.fingerprint"] == MNIST_FINGERPRINT
     assert tags["git.commit"] == finished.commit and tags["git.dirty"] == "False"
