@@ -2,8 +2,9 @@
 
 Forward FLOPs per image are counted from each layer's shapes (a multiply-add is 2 FLOPs); a training step costs
 about three forwards (the forward, the gradient with respect to the inputs and the one with respect to the weights).
-The peak is measured, not looked up: a large float32 matmul, and a forward-and-backward pass of the model's own
-largest convolution, timed in the same process as the training they are compared with.
+The peak is measured, not looked up: a large matmul, and a forward-and-backward pass of the model's own largest
+convolution, in float32 and in the dtype the model computes in (bfloat16 under mixed precision), timed in the same
+process as the training they are compared with.
 """
 
 from __future__ import annotations
@@ -81,20 +82,22 @@ def _best_rate(step, flops: float, seconds: float = 2.0) -> float:
     return flops / best
 
 
-def matmul_peak(n: int = 2048) -> float:
-    """FLOP/s of an n x n float32 matmul on this process's threads."""
+def matmul_peak(n: int = 2048, dtype: str = "float32") -> float:
+    """FLOP/s of an n x n matmul in `dtype` on this process's threads."""
     import tensorflow as tf
 
-    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    a, b = tf.random.normal((n, n), dtype=dtype), tf.random.normal((n, n), dtype=dtype)
     return _best_rate(lambda: tf.linalg.matmul(a, b).numpy(), 2.0 * n ** 3)
 
 
-def conv_peak(layer, batch: int = 128) -> float:
-    """FLOP/s of a forward-and-backward pass of `layer`'s convolution at `batch` images, as training does it."""
+def conv_peak(layer, batch: int = 128, dtype: str = "float32") -> float:
+    """FLOP/s of a forward-and-backward pass of `layer`'s convolution at `batch` images in `dtype`, as training
+    does it."""
     import tensorflow as tf
 
-    x = tf.Variable(tf.random.normal((batch, *layer.input.shape[1:])))  # a variable: its gradient is wanted too
-    kernel = tf.Variable(tf.random.normal((*layer.kernel_size, layer.input.shape[-1], layer.filters)))
+    # Variables: the gradients of both are wanted, as in training.
+    x = tf.Variable(tf.random.normal((batch, *layer.input.shape[1:]), dtype=dtype))
+    kernel = tf.Variable(tf.random.normal((*layer.kernel_size, layer.input.shape[-1], layer.filters), dtype=dtype))
     strides, padding = list(layer.strides), layer.padding.upper()
 
     @tf.function
@@ -106,13 +109,18 @@ def conv_peak(layer, batch: int = 128) -> float:
     return _best_rate(lambda: [g.numpy() for g in step()], TRAIN_FACTOR * batch * _conv(layer))
 
 
-def utilisation(model, images_per_second: float) -> dict:
-    """Achieved training FLOP/s at `images_per_second`, beside the matmul and the model's own conv peaks."""
-    per_image = training_flops_per_image(model)
-    achieved = per_image * images_per_second
-    conv = largest_conv(model)
-    peaks = {"matmul": matmul_peak(), **({"conv": conv_peak(conv)} if conv is not None else {})}
-    return {"training_flops_per_image": per_image, "achieved_flops": achieved,
-            "peaks_flops": peaks, "share_of_peak": {k: achieved / v for k, v in peaks.items()},
-            "largest_conv": conv.name if conv is not None else None,
-            "forward_flops_by_layer": forward_flops(model)}
+def compute_dtype(model) -> str:
+    """The dtype the model's layers compute in (bfloat16 or float16 under mixed precision)."""
+    return model.layers[0].dtype_policy.compute_dtype if model.layers else "float32"
+
+
+def peaks(model) -> dict[str, float]:
+    """The matmul and largest-conv peaks, in float32 and (if it differs) the model's compute dtype:
+    `matmul`, `conv`, `matmul_bfloat16`, `conv_bfloat16`."""
+    conv, out = largest_conv(model), {}
+    for dtype in dict.fromkeys(("float32", compute_dtype(model))):
+        suffix = "" if dtype == "float32" else f"_{dtype}"
+        out[f"matmul{suffix}"] = matmul_peak(dtype=dtype)
+        if conv is not None:
+            out[f"conv{suffix}"] = conv_peak(conv, dtype=dtype)
+    return out

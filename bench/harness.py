@@ -315,9 +315,10 @@ def instrumented_xrun(clock, log: str = "all"):
 
 
 @contextlib.contextmanager
-def without_op_determinism(enabled: bool):
-    """What-if: xrun's settings with deterministic=False (xrun turns TF op determinism on for CPU runs)."""
-    if not enabled:
+def with_settings(changes: dict | None):
+    """What-if: xrun's machine settings (runner.training.settings.Settings) with `changes` made, e.g.
+    {"deterministic": False} or {"precision": "float32"}; nothing changes for None or {}."""
+    if not changes:
         yield
         return
     import dataclasses
@@ -325,8 +326,7 @@ def without_op_determinism(enabled: bool):
     from runner import run as train
 
     original = train.settings_for
-    with patched(train, "settings_for", lambda training: dataclasses.replace(original(training),
-                                                                              deterministic=False)):
+    with patched(train, "settings_for", lambda training: dataclasses.replace(original(training), **changes)):
         yield
 
 

@@ -4,14 +4,16 @@
     python bench/run.py --quick    # smoke run (< ~3 min), writes bench/results.quick.json
     python bench/run.py --only augment
 
-Four measurements, each against the baseline the seed notebooks used:
+Five measurements, each against the baseline the seed notebooks used:
 
   overhead   images/s of xrun training a seed model vs `model.fit` on NumPy arrays, steady-state epochs
-             (with the median step and the validation pass, and a what-if: xrun without op determinism)
+             (with the median step and the validation pass, and what-ifs: xrun without op determinism, xrun in
+             float32)
   augment    images/s of xrun's tf.data augmentation vs the legacy ImageDataGenerator (seed-002 settings)
   tracking   share of the epoch time spent logging to MLflow (in-run timer; on/off epochs; one log_metrics call)
-  startup    wall time of `xrun validate` / `xrun --help` vs `python -c "import tensorflow"` (and a what-if:
-             validate with a faster schema check)
+  startup    wall time of `xrun validate` / `xrun --help` vs `python -c "import tensorflow"`
+  utilisation  achieved training FLOP/s of model1 and model8 as a share of the machine's own limit, measured in
+             the same process (bench/utilisation.py), and where each step's time goes
 
 Timings are only reported, never asserted: the exit status is 0 whatever the numbers, 1 if a measurement crashed.
 Paired measurements are interleaved so that load from other processes hits both sides alike: the training sides
@@ -47,12 +49,12 @@ from harness import (
     median,
     spread,
     table,
+    with_settings,
     without_nan,
-    without_op_determinism,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-ITEMS = ("overhead", "augment", "tracking", "startup")
+ITEMS = ("overhead", "augment", "tracking", "startup", "utilisation")
 
 # Seed 002's ImageDataGenerator settings (experiments/seed002_method1.yaml).
 AUGMENTATION = {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 0.1, "shear_range": 0.2,
@@ -64,16 +66,19 @@ SIZES = {
     "full": {"train_examples": 20000, "epochs": 4, "reps": 3,
              "tracking_examples": 10000, "tracking_epochs": 7, "tracking_reps": 2,
              "augment_examples": 10000, "augment_batches": 150, "augment_reps": 3,
-             "startup_reps": 5, "startup_warmup": True, "log_calls": 30},
+             "startup_reps": 5, "startup_warmup": True, "log_calls": 30,
+             "utilisation": [("model1", 8192, 3), ("model8", 2048, 3)]},
     "quick": {"train_examples": 2000, "epochs": 2, "reps": 1,
               "tracking_examples": 2000, "tracking_epochs": 3, "tracking_reps": 1,
               "augment_examples": 2000, "augment_batches": 20, "augment_reps": 1,
-              "startup_reps": 3, "startup_warmup": False, "log_calls": 10},
+              "startup_reps": 3, "startup_warmup": False, "log_calls": 10,
+              "utilisation": [("model1", 1024, 2)]},
     # Only to exercise the code (bench/gpu.sh --smoke, its test): the numbers mean nothing at this size.
     "smoke": {"train_examples": 256, "epochs": 2, "reps": 1,
               "tracking_examples": 256, "tracking_epochs": 3, "tracking_reps": 1,
               "augment_examples": 256, "augment_batches": 2, "augment_reps": 1,
-              "startup_reps": 1, "startup_warmup": False, "log_calls": 2},
+              "startup_reps": 1, "startup_warmup": False, "log_calls": 2,
+              "utilisation": [("model1", 256, 2)]},
 }
 
 
@@ -86,8 +91,9 @@ def data_dir(explicit: str | None) -> str | None:
 # --- 1. runner overhead ----------------------------------------------------------------------------------------
 
 def xrun_training(clock, model: str, examples: int, epochs: int, data: str | None, log: str = "all",
-                  nondeterministic: bool = False) -> dict:
-    """Train experiments/<model>.yaml through run_experiment into a throw-away SQLite store; per-epoch numbers."""
+                  settings: dict | None = None) -> dict:
+    """Train experiments/<model>.yaml through run_experiment into a throw-away SQLite store; per-epoch numbers.
+    `settings`: a what-if, machine settings changed from what xrun decides (harness.with_settings)."""
     from rich.console import Console
 
     from runner import run as train
@@ -102,10 +108,13 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
         # Pre-create the experiment with its artifacts in tmp; MLflow's default would be ./mlruns of the cwd.
         store.client(uri).create_experiment(spec.document["tracking"]["experiment"],
                                                artifact_location=Path(tmp, "artifacts").as_uri())
-        with instrumented_xrun(clock, log) as log_seconds, without_op_determinism(nondeterministic):
+        with instrumented_xrun(clock, log) as log_seconds, with_settings(settings):
+            used = train.settings_for(spec.training)
             result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
                                           console=Console(file=io.StringIO()))
-    return {**clock.numbers(), "logged_images_per_second": list(result.history.get("images_per_second", [])),
+    return {**clock.numbers(), "settings_used": {"precision": used.precision, "deterministic": used.deterministic,
+                                                 "steps_per_execution": used.steps_per_execution},
+            "logged_images_per_second": list(result.history.get("images_per_second", [])),
             "log_seconds": log_seconds, "test_accuracy": result.test_accuracy}
 
 
@@ -176,25 +185,30 @@ def steady(run: dict, key: str = "images_per_second") -> list[float]:
     return run[key][1:]  # epoch 1 includes tracing and compilation
 
 
+# What-ifs beside xrun as it is: xrun with one of its machine settings changed (harness.with_settings).
+WHAT_IFS = {
+    "nondet": ({"deterministic": False}, "op determinism off"),
+    "float32": ({"precision": "float32"}, "precision float32"),
+}
+
+
 def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurement]:
-    """Plain Keras, xrun, and xrun without op determinism (a what-if) train side by side, one epoch each in turn."""
+    """Plain Keras, xrun, and xrun with each what-if change train side by side, one epoch each in turn."""
     n, epochs = sizes["train_examples"], sizes["epochs"]
     args = {"model": model, "examples": n, "epochs": epochs, "data": data}
-    runs = {"keras": [], "xrun": [], "whatif": []}
+    sides = {"keras": ("keras", args), "xrun": ("xrun", args),
+             **{name: ("xrun", {**args, "settings": changes}) for name, (changes, _) in WHAT_IFS.items()}}
+    runs = {side: [] for side in sides}
     for _ in range(sizes["reps"]):
-        done = in_turns(SIDES, {"keras": ("keras", args), "xrun": ("xrun", args),
-                                "whatif": ("xrun", {**args, "nondeterministic": True})})
-        for side, numbers in done.items():
+        for side, numbers in in_turns(SIDES, sides).items():
             runs[side].append(numbers)
-    rate = {side: [v for r in side_runs for v in steady(r)] for side, side_runs in runs.items()}
-    step = {side: [v for r in side_runs for v in steady(r, "step_ms")] for side, side_runs in runs.items()}
-    val = {side: [v for r in side_runs for v in steady(r, "val_seconds")] for side, side_runs in runs.items()}
-    start = {side: [v for r in side_runs for v in steady(r, "start_seconds")] for side, side_runs in runs.items()}
+    per_epoch = {key: {side: [v for r in side_runs for v in steady(r, key)] for side, side_runs in runs.items()}
+                 for key in ("images_per_second", "step_ms", "val_seconds", "start_seconds")}
+    rate, step = per_epoch["images_per_second"], per_epoch["step_ms"]
+    val, start = per_epoch["val_seconds"], per_epoch["start_seconds"]
     # Epoch k of one side against epoch k of the side that ran just before or after it (speed ratios: > 1 = faster).
-    pairs = {side: [a / b for a, b in zip(rate[side], rate["keras"])] for side in ("xrun", "whatif")}
-    step_pairs = {side: [b / a for a, b in zip(step[side], step["keras"])] for side in ("xrun", "whatif")}
-    vs_xrun = [a / b for a, b in zip(rate["whatif"], rate["xrun"])]
-    step_vs_xrun = [b / a for a, b in zip(step["whatif"], step["xrun"])]
+    pairs = {side: [a / b for a, b in zip(rate[side], rate["keras"])] for side in sides}
+    step_pairs = {side: [b / a for a, b in zip(step[side], step["keras"])] for side in sides}
     shape = f"{n} ex x {epochs} ep, x{sizes['reps']}, in turns"
     notes = ("ratio = median over adjacent epoch pairs; steady-state epochs only (epoch 1 dropped); "
              "epoch = start to start, incl. validation and callbacks")
@@ -207,8 +221,8 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
                     samples={"xrun": runs["xrun"], "keras": runs["keras"], "pair_ratios": pairs["xrun"]},
                     notes=notes),
         Measurement("overhead_step", "the same, median training step (robust to bursts of load)", "ms/step",
-                    median(step["xrun"]), median(step["keras"]), median(step_pairs["xrun"]), "keras/xrun", "info",
-                    None, spread=f"pairs {spread(step_pairs['xrun'], '{:.2f}')}",
+                    median(step["xrun"]), median(step["keras"]), median(step_pairs["xrun"]), "keras/xrun", ">= 1.2",
+                    median(step_pairs["xrun"]) >= 1.2, spread=f"pairs {spread(step_pairs['xrun'], '{:.2f}')}",
                     samples={"pair_ratios": step_pairs["xrun"]},
                     notes="ratio > 1: xrun's step is faster; per-step medians of each steady epoch"),
         Measurement("overhead_val", "the same, validation pass per epoch", "s/epoch",
@@ -222,16 +236,24 @@ def measure_overhead(model: str, sizes: dict, data: str | None) -> list[Measurem
                     spread=f"xrun {spread(start['xrun'], '{:.3f}')}, keras {spread(start['keras'], '{:.3f}')}",
                     samples={"xrun": start["xrun"], "keras": start["keras"]},
                     notes="Keras re-shuffles and re-slices NumPy input at every epoch; xrun's tf.data stream repeats"),
-        Measurement("overhead_nondet", "what-if: xrun with op determinism off vs model.fit(NumPy)", "img/s",
-                    median(rate["whatif"]), median(rate["keras"]), median(pairs["whatif"]), "xrun/keras", "info",
-                    None, spread=f"pairs {spread(pairs['whatif'], '{:.2f}')}; vs xrun as is: epochs "
-                                 f"{median(vs_xrun):.2f} ({spread(vs_xrun, '{:.2f}')}), steps "
-                                 f"{median(step_vs_xrun):.2f} ({spread(step_vs_xrun, '{:.2f}')})",
-                    samples={"xrun_nondeterministic": runs["whatif"], "pair_ratios": pairs["whatif"],
-                             "step_pair_ratios": step_pairs["whatif"], "pair_ratios_vs_xrun": vs_xrun,
-                             "step_pair_ratios_vs_xrun": step_vs_xrun},
-                    notes="runner.train.settings_for monkeypatched to return deterministic=False"),
+        *[_what_if_row(name, runs, rate, step, pairs, step_pairs) for name in WHAT_IFS],
     ]
+
+
+def _what_if_row(name: str, runs: dict, rate: dict, step: dict, pairs: dict, step_pairs: dict) -> Measurement:
+    """What-if `name` against the Keras script, and (in the spread) against xrun as it is."""
+    changes, label = WHAT_IFS[name]
+    vs_xrun = [a / b for a, b in zip(rate[name], rate["xrun"])]
+    step_vs_xrun = [b / a for a, b in zip(step[name], step["xrun"])]
+    return Measurement(
+        f"overhead_{name}", f"what-if: xrun with {label} vs model.fit(NumPy)", "img/s",
+        median(rate[name]), median(rate["keras"]), median(pairs[name]), "xrun/keras", "info", None,
+        spread=f"pairs {spread(pairs[name], '{:.2f}')}; vs xrun as is: epochs {median(vs_xrun):.2f} "
+               f"({spread(vs_xrun, '{:.2f}')}), steps {median(step_vs_xrun):.2f} ({spread(step_vs_xrun, '{:.2f}')})",
+        samples={"xrun_what_if": runs[name], "settings": changes, "pair_ratios": pairs[name],
+                 "step_pair_ratios": step_pairs[name], "pair_ratios_vs_xrun": vs_xrun,
+                 "step_pair_ratios_vs_xrun": step_vs_xrun, "step_ms": step[name]},
+        notes=f"runner.run.settings_for monkeypatched: {changes}; ratio vs xrun < 1: xrun as is is faster")
 
 
 # --- 2. augmentation pipeline ----------------------------------------------------------------------------------
@@ -402,6 +424,34 @@ def measure_startup(sizes: dict) -> list[Measurement]:
     return rows
 
 
+# --- 5. utilisation: how much of the machine's arithmetic training uses ------------------------------------------
+
+def measure_utilisation(sizes: dict, data: str | None) -> list[Measurement]:
+    """bench/utilisation.py for each (model, examples, epochs), each in its own process, one after another."""
+    rows = []
+    for model, examples, epochs in sizes["utilisation"]:
+        with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
+            out = Path(tmp, "utilisation.json")
+            command = [sys.executable, str(ROOT / "bench" / "utilisation.py"), "--model", model,
+                       "--examples", str(examples), "--epochs", str(epochs), "--out", str(out),
+                       *(["--data-dir", data] if data else [])]
+            wall_time(command)
+            rows.append(_utilisation_row(json.loads(out.read_text())))
+    return rows
+
+
+def _utilisation_row(u: dict) -> Measurement:
+    where = ", ".join(f"{name.replace('_', ' ')} {1000 * seconds:.1f}"
+                      for name, seconds in u["where_the_step_goes"].items())
+    return Measurement(
+        f"utilisation_{u['model']}", f"training {u['model']} ({u['compute_dtype']}, {u['examples']} ex): achieved "
+        f"FLOP/s vs this machine's limit ({u['limit']}, same process)", "GFLOP/s", u["achieved_flops"] / 1e9,
+        u["peaks_flops"][u["limit"]] / 1e9, u["share_of_limit"], "share", "info", None,
+        spread=f"step {1000 * u['step_seconds']['fit']:.1f} ms = {where} ms", samples=u,
+        notes="FLOPs counted per layer from the built model (bench/flops.py), 3x the forward per training image; "
+              "peaks: fastest of repeated calls, median of before and after the training")
+
+
 def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tuple[list[Measurement], dict]:
     """Each item on its own: one that crashes is reported and the others still run."""
     if "augment" in names:  # the only item that runs TensorFlow in this process (training runs in side processes)
@@ -411,7 +461,8 @@ def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tu
     measure = {"overhead": lambda: measure_overhead(model, sizes, data),
                "augment": lambda: measure_augment(sizes, data),
                "tracking": lambda: measure_tracking(model, sizes, data),
-               "startup": lambda: measure_startup(sizes)}
+               "startup": lambda: measure_startup(sizes),
+               "utilisation": lambda: measure_utilisation(sizes, data)}
     rows, errors = [], {}
     for name in names:
         started = time.perf_counter()

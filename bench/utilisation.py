@@ -2,8 +2,8 @@
 
     python bench/utilisation.py [--model model1] [--examples 4096] [--epochs 3] [--out FILE]
 
-In one process, on the same cores: the peaks (a large float32 matmul; a forward-and-backward pass of the model's
-largest convolution) measured before and after; an xrun training run through `run_experiment` (steady-state epochs,
+In one process, on the same cores: the peaks (a large matmul; a forward-and-backward pass of the model's largest
+convolution; in float32 and in the model's compute dtype, bfloat16 under mixed precision) measured before and after; an xrun training run through `run_experiment` (steady-state epochs,
 epoch 1 dropped); then, on one fixed batch of the trained model, the forward pass, forward + backward, and the
 whole train step with the optimizer update. The differences say where a step's time goes:
 input pipeline and per-step Python = fit's step - train step; optimizer update = train step - forward/backward.
@@ -35,11 +35,6 @@ def _median_seconds(call, repeats: int = 20) -> float:
         call()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
-
-
-def _peaks(model) -> dict:
-    conv = flops.largest_conv(model)
-    return {"matmul": flops.matmul_peak(), **({"conv": flops.conv_peak(conv)} if conv is not None else {})}
 
 
 def _train(model_name: str, examples: int, epochs: int, data: str | None):
@@ -89,22 +84,26 @@ def measure(model_name: str = "model1", examples: int = 4096, epochs: int = 3, d
     model, batch = result.model, spec.document["training"]["batch_size"]
     images_per_second = statistics.median(result.history["images_per_second"][1:] or
                                           result.history["images_per_second"])
-    before = _peaks(model)
+    before = flops.peaks(model)
     parts = _step_parts(model, batch)
-    after = _peaks(model)
+    after = flops.peaks(model)
     peaks = {k: statistics.median([before[k], after[k]]) for k in before}
     per_image = flops.training_flops_per_image(model)
     achieved = per_image * images_per_second
     fit_step = batch / images_per_second
-    return {"model": model_name, "examples": examples, "epochs": epochs, "batch": batch,
+    dtype = flops.compute_dtype(model)
+    # The limit that counts is the model's own largest conv in the dtype it computes in.
+    limit_name = next(k for k in (f"conv_{dtype}", f"matmul_{dtype}", "conv", "matmul") if k in peaks)
+    at_limit = batch * per_image / peaks[limit_name]
+    return {"model": model_name, "examples": examples, "epochs": epochs, "batch": batch, "compute_dtype": dtype,
             "images_per_second": images_per_second, "training_flops_per_image": per_image,
             "achieved_flops": achieved, "peaks_flops": peaks, "peaks_before": before, "peaks_after": after,
             "share_of_peak": {k: achieved / v for k, v in peaks.items()},
+            "limit": limit_name, "share_of_limit": achieved / peaks[limit_name],
             "step_seconds": {"fit": fit_step, **parts},
             "where_the_step_goes": {
-                "arithmetic_at_conv_peak": batch * per_image / peaks.get("conv", peaks["matmul"]),
-                "forward_backward_beyond_that": parts["forward_backward"]
-                - batch * per_image / peaks.get("conv", peaks["matmul"]),
+                "arithmetic_at_the_limit": at_limit,
+                "forward_backward_beyond_that": parts["forward_backward"] - at_limit,
                 "optimizer_update": parts["train_step"] - parts["forward_backward"],
                 "input_pipeline_python_callbacks": fit_step - parts["train_step"]}}
 

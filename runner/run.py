@@ -481,7 +481,8 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     run, model, document = job.run, job.model, job.document
     test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=document["training"]["batch_size"],
                                     one_hot_classes=_one_hot_classes(document, splits))
-    scores = model.evaluate(test_ds, return_dict=True, verbose=0)
+    scoring = _scoring_model(job)
+    scores = scoring.evaluate(test_ds, return_dict=True, verbose=0)
     trained = len(history.get("loss", []))
     history = _whole_history(job, history)
     result = _result(run, history, scores)
@@ -489,7 +490,7 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     if trained and run.journal is not None:  # the model as it finished (EarlyStopping may have restored another)
         _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
-    _log_figures(run, document, dataset, splits, history, model, test_ds)
+    _log_figures(run, document, dataset, splits, history, scoring, test_ds)
     _log_checkpoints(run)
     logged = run.tags.get(names.MODEL_URI)
     with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
@@ -503,6 +504,16 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
                 run.keep("the MLflow model", exc)  # the trained model is in the journal: checkpoints/last.keras
         job.complete = True
     return result
+
+
+def _scoring_model(job: _Job) -> keras.Model:
+    """The model the test scores come from: the trained one, or after mixed-precision training its float32 copy,
+    which is the model logged and served, so `xrun evaluate` of the logged model gives the recorded numbers."""
+    if standalone.computes_in_float32(job.model):
+        return job.model
+    copy = standalone.float32_copy(job.model)
+    copy.compile(loss=build.loss(job.document["loss"]), metrics=list(job.document["metrics"]))  # scores only
+    return copy
 
 
 def _whole_history(job: _Job, history: dict) -> dict:

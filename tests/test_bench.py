@@ -1,6 +1,7 @@
 """bench/reproduce.py: a short real training through it gives a row beside the seed's numbers, read back from MLflow."""
 
 import json
+import statistics
 
 import pytest
 from helpers import REPO, bench_module, client, store_uri
@@ -83,3 +84,72 @@ def test_folder_bench_smoke_runs_both_sides_and_the_memory_probe(tmp_path):
     assert all(len(epochs) == 2 for epochs in result["throughput"].values())
     assert [m["cache"] for m in result["memory"]] == ["none", "disk", "memory"]
     assert all(m["images"] == 23 and m["peak_rss_mib"] >= m["rss_before_epoch_mib"] > 0 for m in result["memory"])
+
+
+def tta_module():
+    return bench_module("time_to_accuracy")
+
+
+def test_time_to_accuracy_is_the_first_epoch_at_the_target_and_the_bar_needs_the_final_score_in_the_budget():
+    tta = tta_module()
+    runs = [{"seed": 0, "val_accuracy": [0.99, 0.995, 0.996], "seconds_at_epoch_end": [40.0, 55.5, 70.0],
+             "test_accuracy": 0.996, "wall_seconds": 90.0, "epochs": 3},
+            {"seed": 1, "val_accuracy": [0.99, 0.994, 0.9949], "seconds_at_epoch_end": [41.0, 56.0, 71.0],
+             "test_accuracy": 0.9949, "wall_seconds": 91.0, "epochs": 3},
+            {"seed": 2, "val_accuracy": [0.991, 0.993, 0.997], "seconds_at_epoch_end": [40.0, 57.0, 73.5],
+             "test_accuracy": 0.997, "wall_seconds": 130.0, "epochs": 3}]
+    result = tta.summary(runs, target=0.995, budget=120.0)
+    assert [(r["target_epoch"], r["time_to_target_seconds"], r["met"]) for r in runs] == [
+        (2, 55.5, True), (None, None, False), (3, 73.5, False)]
+    assert result == {"target": 0.995, "budget_seconds": 120.0, "all_met": False, "reached_target": 2, "seeds": 3,
+                      "median_time_to_target_seconds": 64.5, "time_to_target_spread": "55.5..73.5",
+                      "median_wall_seconds": 91.0, "wall_spread": "90.0..130.0",
+                      "final_accuracy_spread": "0.9949..0.9970"}
+    assert tta.table(runs, 0.995).splitlines()[2:] == [
+        "| 0 | 55.5 s | 2 | 99.60 % | 90.0 s (3 epochs) |",
+        "| 1 | not reached |  | 99.49 % | 91.0 s (3 epochs) |",
+        "| 2 | 73.5 s | 3 | 99.70 % | 130.0 s (3 epochs) |"]
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_smoke_times_a_real_command_and_reads_its_epochs_back_from_mlflow(tmp_path):
+    out, uri = tmp_path / "tta.json", store_uri(tmp_path)
+    assert tta_module().main(["--smoke", "--seeds", "3", "--tracking-uri", uri, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    [run] = result["runs"]
+    logged = client(uri).get_run(run["run_id"])
+    assert run["test_accuracy"] == logged.data.metrics["test_accuracy"] and run["epochs"] == 1
+    assert logged.data.params["training.seed"] == "3" and logged.data.params["data.limit"] == "512"
+    assert run["precision"] == ("mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert run["val_accuracy"] == [logged.data.metrics["val_accuracy"]]
+    assert 0 < run["seconds_at_epoch_end"][0] < run["wall_seconds"]
+    assert result["summary"]["seeds"] == 1 and result["overrides"] == ["data.limit=512", "training.epochs=1"]
+
+
+@pytest.mark.slow
+def test_the_utilisation_item_reports_achieved_flops_against_the_limit_measured_beside_it(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench_module("run").main(["--smoke", "--only", "utilisation", "--out", str(out)]) == 0
+    [row] = json.loads(out.read_text())["measurements"]
+    u = row["samples"]
+    assert row["name"] == "utilisation_model1" and u["training_flops_per_image"] == 26_047_488
+    assert u["compute_dtype"] == ("bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert u["limit"] == ("conv_bfloat16" if settings.cpu_has_bfloat16() else "conv")
+    assert row["xrun"] == pytest.approx(u["images_per_second"] * 26_047_488 / 1e9)
+    assert row["baseline"] == pytest.approx(u["peaks_flops"][u["limit"]] / 1e9)
+    assert row["ratio"] == pytest.approx(row["xrun"] / row["baseline"])
+    assert sum(u["where_the_step_goes"].values()) == pytest.approx(u["step_seconds"]["fit"])
+
+
+@pytest.mark.slow
+def test_steps_times_auto_and_float32_in_separate_processes_and_says_what_auto_picked(tmp_path):
+    out = tmp_path / "steps.json"
+    assert bench_module("steps").main(["--models", "model3", "--rounds", "1", "--seconds", "0.1",
+                                       "--out", str(out)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    [auto], [plain] = row["samples"]["auto"], row["samples"]["float32"]
+    assert row["auto_precision"] == auto["precision"] == (
+        "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert plain["precision"] == "float32" and auto["batch"] == plain["batch"] == 128
+    assert len(auto["steps_ms"]) >= 3 and auto["step_ms"] == pytest.approx(statistics.median(auto["steps_ms"]))
+    assert row["ratio"] == pytest.approx(plain["step_ms"] / auto["step_ms"])

@@ -36,6 +36,7 @@ from helpers import (
     history,
     only_run,
     store_uri,
+    tiny_yaml,
     train,
     write_experiment,
 )
@@ -44,10 +45,11 @@ from rich.console import Console
 from runner import __version__
 from runner import run as run_module
 from runner.errors import XrunError
+from runner.model import standalone
 from runner.language.spec import load_spec
 from runner.records import store
-from runner.training.data import load_dataset
 from runner.training import settings
+from runner.training.data import load_dataset
 from runner.training.pipeline import to_inputs
 
 pytestmark = pytest.mark.slow  # nearly every test trains a model
@@ -212,8 +214,24 @@ def test_the_logged_model_loads_back_and_predicts_like_the_trained_one(finished)
     assert [m.model_uri for m in models] == [result.model_uri]
     loaded = mlflow.keras.load_model(result.model_uri)
     raw = load_dataset("mnist", DATA_DIR).x_test[:5]  # the logged model takes raw uint8 images (it scales them)
-    np.testing.assert_allclose(loaded.predict(raw, verbose=0), result.model.predict(to_inputs(raw), verbose=0),
+    # It computes in float32, whatever precision training used (auto may have picked bfloat16 on this CPU).
+    trained = standalone.float32_copy(result.model)
+    np.testing.assert_allclose(loaded.predict(raw, verbose=0), trained.predict(to_inputs(raw), verbose=0),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_after_mixed_precision_training_the_recorded_test_scores_are_the_logged_float32_models(tmp_path):
+    path = write_experiment(tmp_path, yaml.safe_load(tiny_yaml(experiment="bf16")))
+    uri = store_uri(tmp_path)
+    result = train(path, ["training.precision=mixed_bfloat16", "training.epochs=1"], uri=uri)
+    assert result.model.layers[0].dtype_policy.compute_dtype == "bfloat16"
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.keras.load_model(result.model_uri)
+    assert served.layers[-1].dtype_policy.compute_dtype == "float32"
+    mnist = load_dataset("mnist", DATA_DIR)
+    predicted = served.predict(mnist.x_test[:256], verbose=0).argmax(axis=1)
+    recorded = client(uri).get_run(result.run_id).data.metrics["test_accuracy"]
+    assert recorded == result.test_accuracy == pytest.approx(float(np.mean(predicted == mnist.y_test[:256])))
 
 
 def test_run_artifacts_stay_beside_the_store(finished):

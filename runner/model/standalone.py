@@ -25,12 +25,22 @@ def standalone(trained: keras.Model, image_shape: tuple[int, ...], name: str | N
     if str(dtype) == PIXEL_DTYPE:
         # Rescaling casts to float32 first, as the training pipeline's `cast(images, float32) / 255` does.
         x = keras.layers.Rescaling(1.0 / 255, dtype="float32", name="scale_to_unit")(pixels)
-    x = keras.layers.Reshape(tuple(trained.input_shape[1:]), name="channels")(x)
-    # The architecture again, from its config: keras.models.clone_model would copy the compiled state too, and
-    # with it the optimizer (xrun's Yogi) that a Python without xrun cannot load.
+    # float32 as well: under a global mixed policy it would round the scaled pixels to 16 bits.
+    x = keras.layers.Reshape(tuple(trained.input_shape[1:]), dtype="float32", name="channels")(x)
+    return keras.Model(pixels, float32_copy(trained)(x), name=name or trained.name)
+
+
+def float32_copy(trained: keras.Model) -> keras.Model:
+    """The architecture again, from its config, with the trained weights, computing in float32 whatever precision
+    it trained in; uncompiled. (keras.models.clone_model would copy the compiled state too, and with it the
+    optimizer, xrun's Yogi, that a Python without xrun cannot load.)"""
     copy = type(trained).from_config(_in_float32(trained.get_config()))
     copy.set_weights(trained.get_weights())
-    return keras.Model(pixels, copy(x), name=name or trained.name)
+    return copy
+
+
+def computes_in_float32(model: keras.Model) -> bool:
+    return all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers)
 
 
 def _in_float32(config):

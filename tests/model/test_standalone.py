@@ -65,6 +65,21 @@ def test_mixed_precision_layers_compute_in_float32_in_the_standalone_model():
     assert [layer.dtype_policy.name for layer in inner.layers] == ["float32", "float32", "float32"]
 
 
+def test_made_while_a_mixed_policy_is_set_every_layer_computes_in_float32_and_pixels_keep_their_precision(
+        yogi_model):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as it is while a bfloat16 run logs its model
+    try:
+        served = standalone.standalone(yogi_model, (28, 28))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    computing = [served.get_layer("scale_to_unit"), served.get_layer("channels"), *served.get_layer("tiny").layers]
+    assert [layer.dtype_policy.compute_dtype for layer in computing] == ["float32"] * 5
+    scaled = PIXELS.astype("float32") / 255
+    np.testing.assert_allclose(served.predict(PIXELS, verbose=0), yogi_model.predict(scaled[..., None], verbose=0),
+                               rtol=0, atol=1e-6)
+
+
 def test_the_metadata_says_what_goes_in_and_what_comes_out():
     assert standalone.metadata("seed000_yogi", "mnist", tuple("0123456789"), (28, 28)) == {
         "experiment": "seed000_yogi", "dataset": "mnist", "class_names": list("0123456789"),
