@@ -45,8 +45,8 @@ from rich.console import Console
 from runner import __version__
 from runner import run as run_module
 from runner.errors import XrunError
-from runner.model import standalone
 from runner.language.spec import load_spec
+from runner.model import standalone
 from runner.records import store
 from runner.training import settings
 from runner.training.data import load_dataset
