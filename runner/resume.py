@@ -14,6 +14,8 @@ from runner.records import local, names, query
 RESUMABLE = ("KILLED", "FAILED", "FINISHED", "RUNNING")  # FINISHED: to train more epochs; RUNNING: when dead
 IGNORED = ("description",)  # rewording a description changes nothing that trains
 SHOWN = 3                   # differences named in one line; the rest are counted
+# training keys whose value in a file (this one) leaves the decision to the run, which records what it decided
+DECIDED_BY_THE_RUN = {"seed": None, "precision": "auto"}
 
 
 @dataclass
@@ -39,8 +41,11 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
     recorded = _recorded_spec(recorded_text)
     original = [line for line in _artifact(full, "config/overrides.txt", uri).splitlines() if line.strip()]
     spec = load_spec(file, original + list(overrides))
-    if spec.document["training"].get("seed") is None:  # the run drew one: it is in its resolved config
-        spec = load_spec(file, [*original, f"training.seed={recorded.document['training']['seed']}", *overrides])
+    # What the run decided for itself (a drawn seed, what `auto` precision chose there) is in its resolved config.
+    decided = [f"training.{key}={recorded.document['training'][key]}" for key, undecided in DECIDED_BY_THE_RUN.items()
+               if spec.document["training"].get(key) == undecided]
+    if decided:
+        spec = load_spec(file, [*original, *decided, *overrides])
     changes = _differences(recorded.document, spec.document)
     _refuse_another_model(full, spec, changes)
     asked = {k: v for k, v in changes.items() if _set_by(k, overrides)}

@@ -145,9 +145,10 @@ def _log_resume(job: _Job) -> None:
 
 
 def _resolved(spec: Spec, settings: Settings) -> dict:
-    """The config as it runs: with the seed actually used, so the resolved YAML reproduces the run."""
+    """The config as it runs: with the seed actually used and the precision `auto` chose on this machine (another
+    CPU may choose otherwise), so the resolved YAML reproduces the run."""
     document = dict(spec.document)
-    document["training"] = {**document["training"], "seed": settings.seed}
+    document["training"] = {**document["training"], "seed": settings.seed, "precision": settings.precision}
     return document
 
 

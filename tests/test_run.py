@@ -181,8 +181,10 @@ def test_config_artifacts_are_the_file_as_written_the_overrides_and_a_resolved_y
     resolved_path = tmp_path / "resolved.yaml"
     resolved_path.write_text(artifact_text(uri, run_id, "config/resolved.yaml"))
     reloaded = load_spec(resolved_path).document
-    expected = load_spec(finished.path, ["training.epochs=2"]).document
-    assert reloaded == expected  # the seed was given, so resolved == the config that ran
+    # The seed was given, so resolved == the config that ran, with the precision `auto` chose on this machine.
+    ran = finished.run.data.tags["precision"]
+    expected = load_spec(finished.path, ["training.epochs=2", f"training.precision={ran}"]).document
+    assert reloaded == expected and ran in ("float32", "mixed_bfloat16")
     assert reloaded["training"]["seed"] == 7 and reloaded["training"]["epochs"] == 2
 
 
@@ -495,7 +497,8 @@ def with_callbacks(tmp_path_factory):
                    {"type": "ReduceLROnPlateau", "monitor": "loss", "min_delta": 10, "patience": 0, "factor": 0.5},
                    {"type": "ModelCheckpoint", "monitor": "val_loss"},
                    {"type": "CSVLogger"}],
-        training={"epochs": 6, "batch_size": 64, "seed": 1})
+        # float32: the test scores (of the float32 model) are compared with a validation pass of training's
+        training={"epochs": 6, "batch_size": 64, "seed": 1, "precision": "float32"})
     path = write_experiment(folder, doc)
     result = train(path)
     uri = store_uri(folder)
@@ -656,7 +659,9 @@ def test_resume_extends_a_finished_run_from_its_final_weights_into_the_same_run(
     assert run.data.tags["xrun.resume_changes"] == "training.epochs: 2 -> 4"
     assert run.data.tags["xrun.checkpoint_epoch"] == "4" and run.data.metrics["epochs_run"] == 4
     assert yaml.safe_load(artifact_text(uri, run.info.run_id, "config/resolved.yaml"))["training"]["epochs"] == 4
-    assert artifact_text(uri, run.info.run_id, "config/overrides.txt") == "training.epochs=4\n"
+    # the file's `precision: auto` is pinned to what the run chose, so the file and these overrides give what ran
+    assert artifact_text(uri, run.info.run_id, "config/overrides.txt") == (
+        f"training.precision={run.data.tags['precision']}\ntraining.epochs=4\n")
 
 
 def test_resume_refuses_another_model_before_anything_is_loaded_or_written(tmp_path):

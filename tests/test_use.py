@@ -16,6 +16,7 @@ from helpers import client, experiment, store_uri, train, write_experiment, xrun
 from PIL import Image
 
 from runner.evaluate import scores
+from runner.model import standalone
 from runner.training.data import load_dataset
 
 # TF 2.21's tf.lite.Interpreter warns it is deprecated (in favour of ai_edge_litert); Keras's ONNX export patches
@@ -60,13 +61,15 @@ def trained(tmp_path_factory):
         mp.chdir(folder)  # exports land here
         result = train(write_experiment(folder, YOGI_DOC), uri=uri)
         mnist = load_dataset("mnist")
+        # The trained model computing in float32, as the logged model does whatever precision `auto` chose here.
         yield SimpleNamespace(folder=folder, uri=uri, result=result, run_id=result.run_id,
+                              reference=standalone.float32_copy(result.model),
                               x=mnist.x_test[:256], y=mnist.y_test[:256], x_train=mnist.x_train)
 
 
 def probabilities(trained, pixels: np.ndarray) -> np.ndarray:
     """What the trained model says on these raw images, scaled as training scaled them."""
-    return trained.result.model.predict(pixels[..., None].astype("float32") / 255.0, verbose=0)
+    return trained.reference.predict(pixels[..., None].astype("float32") / 255.0, verbose=0)
 
 
 def logged_model(trained):
