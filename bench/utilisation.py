@@ -3,10 +3,13 @@
     python bench/utilisation.py [--model model1] [--examples 4096] [--epochs 3] [--out FILE]
 
 In one process, on the same cores: the peaks (a large matmul; a forward-and-backward pass of the model's largest
-convolution; in float32 and in the model's compute dtype, bfloat16 under mixed precision) measured before and after; an xrun training run through `run_experiment` (steady-state epochs,
-epoch 1 dropped); then, on one fixed batch of the trained model, the forward pass, forward + backward, and the
-whole train step with the optimizer update. The differences say where a step's time goes:
-input pipeline and per-step Python = fit's step - train step; optimizer update = train step - forward/backward.
+convolution; in float32 and in the model's compute dtype, bfloat16 under mixed precision) measured before and
+after; an xrun training run through `run_experiment`, whose median training step (epoch 1, tracing, left out) is
+the achieved rate; then, on one fixed batch of the trained model, the forward pass, forward + backward, and the
+whole train step with the optimizer update. The differences say where a step's time goes: input pipeline and
+fit's per-step loop = fit's step - train step; optimizer update = train step - forward/backward. Validation and
+epoch-end work (logging, the checkpoint) happen once per epoch and are not in the step (`epoch_images_per_second`
+has them).
 """
 
 from __future__ import annotations
@@ -37,6 +40,28 @@ def _median_seconds(call, repeats: int = 20) -> float:
     return statistics.median(samples)
 
 
+def _step_clock():
+    """A Keras callback that keeps the wall time of every training step after the first epoch (tracing)."""
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.epoch, self.started = [], 0, 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch > 0:
+                self.seconds.append(time.perf_counter() - self.started)
+
+    return StepClock()
+
+
 def _train(model_name: str, examples: int, epochs: int, data: str | None):
     from rich.console import Console
 
@@ -46,10 +71,11 @@ def _train(model_name: str, examples: int, epochs: int, data: str | None):
     spec = load_spec(ROOT / "experiments" / f"{model_name}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}", "tracking.log_model=false",
                       "tracking.log_images=false"])
+    clock = _step_clock()
     with tempfile.TemporaryDirectory(prefix="xrun-util-") as tmp:
         result = run_experiment(spec, tracking_uri=f"sqlite:///{tmp}/mlflow.db", data_dir=data, quiet=True,
-                                console=Console(file=io.StringIO()))
-    return spec, result
+                                console=Console(file=io.StringIO()), extra_callbacks=[clock])
+    return spec, result, clock.seconds
 
 
 def _step_parts(model, batch: int) -> dict:
@@ -80,23 +106,27 @@ def measure(model_name: str = "model1", examples: int = 4096, epochs: int = 3, d
     from runner.training.settings import import_tensorflow
 
     import_tensorflow()
-    spec, result = _train(model_name, examples, epochs, data)
+    spec, result, steps = _train(model_name, examples, epochs, data)
     model, batch = result.model, spec.document["training"]["batch_size"]
-    images_per_second = statistics.median(result.history["images_per_second"][1:] or
-                                          result.history["images_per_second"])
+    # The median training step as fit() ran it (input pipeline and per-step Python included); validation and the
+    # epoch-end work (logging, the checkpoint) are per epoch, not per step, and are left out.
+    fit_step = statistics.median(steps)
+    images_per_second = batch / fit_step
+    epoch_images_per_second = statistics.median(result.history["images_per_second"][1:] or
+                                                result.history["images_per_second"])
     before = flops.peaks(model)
     parts = _step_parts(model, batch)
     after = flops.peaks(model)
     peaks = {k: statistics.median([before[k], after[k]]) for k in before}
     per_image = flops.training_flops_per_image(model)
     achieved = per_image * images_per_second
-    fit_step = batch / images_per_second
     dtype = flops.compute_dtype(model)
     # The limit that counts is the model's own largest conv in the dtype it computes in.
     limit_name = next(k for k in (f"conv_{dtype}", f"matmul_{dtype}", "conv", "matmul") if k in peaks)
     at_limit = batch * per_image / peaks[limit_name]
     return {"model": model_name, "examples": examples, "epochs": epochs, "batch": batch, "compute_dtype": dtype,
-            "images_per_second": images_per_second, "training_flops_per_image": per_image,
+            "images_per_second": images_per_second, "epoch_images_per_second": epoch_images_per_second,
+            "training_flops_per_image": per_image,
             "achieved_flops": achieved, "peaks_flops": peaks, "peaks_before": before, "peaks_after": after,
             "share_of_peak": {k: achieved / v for k, v in peaks.items()},
             "limit": limit_name, "share_of_limit": achieved / peaks[limit_name],
@@ -105,7 +135,7 @@ def measure(model_name: str = "model1", examples: int = 4096, epochs: int = 3, d
                 "arithmetic_at_the_limit": at_limit,
                 "forward_backward_beyond_that": parts["forward_backward"] - at_limit,
                 "optimizer_update": parts["train_step"] - parts["forward_backward"],
-                "input_pipeline_python_callbacks": fit_step - parts["train_step"]}}
+                "input_pipeline_and_fit_loop": fit_step - parts["train_step"]}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,8 +240,13 @@ def error_of(tmp_path: Path, model: str) -> str:
 
 
 def bench_module(name: str):
-    """bench/NAME.py loaded as a module (bench/ is scripts, not a package)."""
+    """bench/NAME.py loaded as a module (bench/ is scripts, not a package; they import each other, e.g. harness,
+    as a script run from bench/ does)."""
     import importlib.util
+    import sys
+
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
 
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
