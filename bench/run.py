@@ -1,7 +1,7 @@
 """xrun's performance harness: is the runner as fast as the plain Keras it replaces?
 
-    python bench/run.py            # full run (~15 min on 2 busy CPU cores), writes bench/results.json
-    python bench/run.py --quick    # smoke run (< ~3 min), writes bench/results.quick.json
+    python bench/run.py            # full run (~11 min on 2 idle CPU cores), writes bench/results.json
+    python bench/run.py --quick    # smoke run (~2.5 min), writes bench/results.quick.json
     python bench/run.py --only augment
 
 Five measurements, each against the baseline the seed notebooks used:
