@@ -16,6 +16,7 @@ import os
 import platform
 import queue
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -51,6 +52,12 @@ def median(values) -> float:
 def spread(values, fmt: str = "{:.3g}") -> str:
     """'min..max' of a list, to show how far the noise of a shared machine moves a number."""
     return f"{fmt.format(min(values))}..{fmt.format(max(values))}" if values else ""
+
+
+def xrun_command() -> list[str]:
+    """The `xrun` command of this Python's environment (its script, else `python -m runner.cli`)."""
+    script = Path(sys.executable).with_name("xrun")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runner.cli"]
 
 
 def load_average() -> list[float]:

@@ -51,6 +51,7 @@ from harness import (
     table,
     with_settings,
     without_nan,
+    xrun_command,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,11 +384,6 @@ def measure_tracking(model: str, sizes: dict, data: str | None) -> list[Measurem
 
 
 # --- 4. start-up -----------------------------------------------------------------------------------------------
-
-def xrun_command() -> list[str]:
-    script = Path(sys.executable).with_name("xrun")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runner.cli"]
-
 
 def wall_time(command: list[str]) -> float:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -34,14 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import load_average, machine_info, median, spread  # noqa: E402  (bench/harness.py)
+from harness import load_average, machine_info, median, spread, xrun_command  # noqa: E402  (bench/harness.py)
 
 SMOKE = ["data.limit=512", "training.epochs=1"]
-
-
-def xrun_command() -> list[str]:
-    script = Path(sys.executable).with_name("xrun")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runner.cli"]
 
 
 def prepared_store(folder: Path, experiment: Path, uri: str | None = None) -> str:

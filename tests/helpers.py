@@ -239,6 +239,13 @@ def error_of(tmp_path: Path, model: str) -> str:
     return info.value.format().replace(f"{tmp_path / 't.yaml'}:", "")
 
 
+def auto_cpu_precision() -> str:
+    """What `precision: auto` picks on this machine's CPU (test_settings checks that choice on its own)."""
+    from runner.training.settings import cpu_has_bfloat16
+
+    return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+
+
 def bench_module(name: str):
     """bench/NAME.py loaded as a module (bench/ is scripts, not a package; they import each other, e.g. harness,
     as a script run from bench/ does)."""

@@ -4,7 +4,7 @@ import json
 import statistics
 
 import pytest
-from helpers import REPO, bench_module, client, store_uri
+from helpers import REPO, auto_cpu_precision, bench_module, client, store_uri
 
 from runner.training import settings
 
@@ -63,8 +63,7 @@ def test_gpu_script_smoke_runs_every_step_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["smoke"] is True and result["device_check"]["passed"] is None  # no GPU: nothing to check
-    precision = "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32"  # auto on this CPU
-    assert result["device_check"]["used"] == {"precision": precision, "jit_compile": "false",
+    assert result["device_check"]["used"] == {"precision": auto_cpu_precision(), "jit_compile": "false",
                                               "steps_per_execution": "1"}
     assert set(result["overhead"]["rows"]) == {"overhead", "overhead_step"}
     [row] = result["reproductions"]
@@ -120,7 +119,7 @@ def test_time_to_accuracy_smoke_times_a_real_command_and_reads_its_epochs_back_f
     logged = client(uri).get_run(run["run_id"])
     assert run["test_accuracy"] == logged.data.metrics["test_accuracy"] and run["epochs"] == 1
     assert logged.data.params["training.seed"] == "3" and logged.data.params["data.limit"] == "512"
-    assert run["precision"] == ("mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert run["precision"] == auto_cpu_precision()
     assert run["val_accuracy"] == [logged.data.metrics["val_accuracy"]]
     assert 0 < run["seconds_at_epoch_end"][0] < run["wall_seconds"]
     assert result["summary"]["seeds"] == 1 and result["overrides"] == ["data.limit=512", "training.epochs=1"]
@@ -148,8 +147,7 @@ def test_steps_times_auto_and_float32_in_separate_processes_and_says_what_auto_p
                                        "--out", str(out)]) == 0
     [row] = json.loads(out.read_text())["rows"]
     [auto], [plain] = row["samples"]["auto"], row["samples"]["float32"]
-    assert row["auto_precision"] == auto["precision"] == (
-        "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert row["auto_precision"] == auto["precision"] == auto_cpu_precision()
     assert plain["precision"] == "float32" and auto["batch"] == plain["batch"] == 128
     assert len(auto["steps_ms"]) >= 3 and auto["step_ms"] == pytest.approx(statistics.median(auto["steps_ms"]))
     assert row["ratio"] == pytest.approx(plain["step_ms"] / auto["step_ms"])

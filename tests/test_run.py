@@ -31,6 +31,7 @@ from helpers import (
     artifact_file,
     artifact_paths,
     artifact_text,
+    auto_cpu_precision,
     client,
     experiment,
     history,
@@ -48,7 +49,6 @@ from runner.errors import XrunError
 from runner.language.spec import load_spec
 from runner.model import standalone
 from runner.records import store
-from runner.training import settings
 from runner.training.data import load_dataset
 from runner.training.pipeline import to_inputs
 
@@ -163,9 +163,7 @@ def test_tags_say_versions_machine_data_and_commit(finished):
     tags = finished.run.data.tags
     assert tags["xrun.version"] == __version__ and tags["tensorflow.version"] == tf.__version__
     assert tags["keras.version"] == keras.__version__ and tags["python.version"] == platform.python_version()
-    # auto on a CPU: bfloat16 where it has the instructions (test_settings checks that choice on its own)
-    assert tags["device"].startswith("CPU") and tags["precision"] == (
-        "mixed_bfloat16" if settings.cpu_has_bfloat16() else "float32")
+    assert tags["device"].startswith("CPU") and tags["precision"] == auto_cpu_precision()
     assert tags["deterministic"] == "True"
     assert tags["dataset.fingerprint"] == MNIST_FINGERPRINT
     assert tags["git.commit"] == finished.commit and tags["git.dirty"] == "False"

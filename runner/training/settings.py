@@ -90,12 +90,11 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
                 cpuinfo = f.read()
         except OSError:
             return False
-    flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return bool(flags & BFLOAT16_FLAGS)
+        if key.strip() == "flags":  # every processor lists the same: the first says it
+            return bool(BFLOAT16_FLAGS & set(value.split()))
+    return False
 
 
 def _steps_per_execution(asked, gpus: list) -> int:
