@@ -4,9 +4,9 @@ latency of one image and time for the 10,000 test images, all measured side by s
     .venv/bin/python bench/export.py                        # 2 epochs on all of MNIST -> bench/results.export.json
     .venv/bin/python bench/export.py --limit 512 --epochs 1 --rounds 1 --calls 20 --out /tmp/export.json
 
-A small CNN (conv 16, conv 32, dense 64, Yogi) is trained through `runner.run.run_experiment` into a temporary
-SQLite store, loaded back from MLflow as `xrun export` loads it (`runner.use.load`), and exported with
-`runner.export.export` (each export checked against Keras before it is written, as the command does). Then every
+A small CNN (conv 16, conv 32, dense 64, Yogi) is trained through `runner.running.run.run_experiment` into a temporary
+SQLite store, loaded back from MLflow as `xrun export` loads it (`runner.trained.use.load`), and exported with
+`runner.trained.export.export` (each export checked against Keras before it is written, as the command does). Then every
 model answers the same images:
 
   size         the .keras file (the standalone model: uint8 pixels in, probabilities out) or the .tflite file
@@ -19,7 +19,7 @@ model answers the same images:
                interpreter allocated for 500 (the median over rounds)
 
 Rounds interleave the models (keras, f32, f16, int8, keras, ...) so that load from other processes hits all
-alike. TFLite runs with its default threads (as `runner.export` reads it). Timings are reported, never asserted;
+alike. TFLite runs with its default threads (as `runner.trained.export` reads it). Timings are reported, never asserted;
 the exit status is 0 whatever the numbers, 1 if training or an export failed.
 """
 
@@ -75,7 +75,7 @@ def train(folder: Path, epochs: int, limit: int | None, data_dir: str | None):
     from rich.console import Console
 
     from runner.language.spec import load_spec
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     path = folder / "bench_cnn.yaml"
     path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
@@ -89,8 +89,8 @@ def train(folder: Path, epochs: int, limit: int | None, data_dir: str | None):
 
 
 def export_all(model, folder: Path, check_data, data_dir: str | None) -> dict:
-    """name -> runner.export.Exported, each TFLite variant written by the project's own export."""
-    from runner import export as ex
+    """name -> runner.trained.export.Exported, each TFLite variant written by the project's own export."""
+    from runner.trained import export as ex
 
     # max_drop 1: the bench measures int8's accuracy change on all 10,000 images rather than refusing it here
     # (the refusal itself is tested in tests/test_use.py).
@@ -213,8 +213,8 @@ class LoadSampler:
 
 def bench(args, folder: Path) -> dict:
     """Train, export, measure: everything the JSON holds but the machine and the load."""
-    from runner import evaluate as ev
-    from runner import use
+    from runner.trained import evaluate as ev
+    from runner.trained import use
 
     result, uri = train(folder, args.epochs, args.limit, args.data_dir)
     trained_at = os.getloadavg()

@@ -73,7 +73,7 @@ def _device_check(uri: str, sets: list[str], on_gpu: bool) -> dict:
     from mlflow import MlflowClient
 
     from runner.language.spec import load_spec
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     spec = load_spec(ROOT / "experiments" / "model8.yaml", [*sets, "training.epochs=1", "data.limit=2048"])
     run = run_experiment(spec, tracking_uri=uri, quiet=True)

@@ -330,7 +330,7 @@ def with_settings(changes: dict | None):
         return
     import dataclasses
 
-    from runner import run as train
+    from runner.running import run as train
 
     original = train.settings_for
     with patched(train, "settings_for", lambda training: dataclasses.replace(original(training), **changes)):

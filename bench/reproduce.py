@@ -29,7 +29,7 @@ RESULTS = ROOT / "bench" / "reproduce.json"
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     import_tensorflow()
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     rows = []
     for name in args.models.split(","):

@@ -97,9 +97,9 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
     `settings`: a what-if, machine settings changed from what xrun decides (harness.with_settings)."""
     from rich.console import Console
 
-    from runner import run as train
     from runner.language.spec import load_spec
     from runner.records import store
+    from runner.running import run as train
 
     spec = load_spec(ROOT / "experiments" / f"{model}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}",
@@ -254,7 +254,7 @@ def _what_if_row(name: str, runs: dict, rate: dict, step: dict, pairs: dict, ste
         samples={"xrun_what_if": runs[name], "settings": changes, "pair_ratios": pairs[name],
                  "step_pair_ratios": step_pairs[name], "pair_ratios_vs_xrun": vs_xrun,
                  "step_pair_ratios_vs_xrun": step_vs_xrun, "step_ms": step[name]},
-        notes=f"runner.run.settings_for monkeypatched: {changes}; ratio vs xrun < 1: xrun as is is faster")
+        notes=f"runner.running.run.settings_for monkeypatched: {changes}; ratio vs xrun < 1: xrun as is is faster")
 
 
 # --- 2. augmentation pipeline ----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _train(model_name: str, examples: int, epochs: int, data: str | None):
     from rich.console import Console
 
     from runner.language.spec import load_spec
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     spec = load_spec(ROOT / "experiments" / f"{model_name}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}", "tracking.log_model=false",

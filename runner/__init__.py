@@ -23,8 +23,8 @@ _PUBLIC = {
     "load_spec": "runner.language.spec",
     "Spec": "runner.language.spec",
     "build_model": "runner.model.compiler",
-    "run_experiment": "runner.run",
-    "Result": "runner.run",
+    "run_experiment": "runner.running.run",
+    "Result": "runner.running.run",
 }
 
 __all__ = ["XrunError", "__version__", *_PUBLIC]

@@ -144,13 +144,13 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
 
         _echo_synced(store.sync(tracking_uri, only_this=True))
     if resume:  # checked against the run's record before TensorFlow loads or anything is written
-        from runner.resume import plan
+        from runner.running.resume import plan
 
         resume = plan(file, list(overrides), resume, tracking_uri, allow_changes)
     _join_cluster(workers, worker_index)
     import_tensorflow()
     from runner.records import store
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
                             resume=resume, checkpoint_every=checkpoint_every,
@@ -365,8 +365,8 @@ def predict(model, inputs, top_k, fmt, tracking_uri):
     Images go in as they are stored (uint8 pixels 0-255, the training size): the model scales them itself.
     """
     import_tensorflow()
-    from runner import use
     from runner.records import tables
+    from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
     found = use.predict(loaded, use.read_inputs(list(inputs), loaded.image_shape), top_k)
@@ -396,8 +396,8 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
     CSV, per-class scores as CSV), and its metrics are attached to the logged model under the data's name.
     """
     import_tensorflow()
-    from runner import evaluate as ev
-    from runner import use
+    from runner.trained import evaluate as ev
+    from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
     data_set = ev.labelled_data(loaded, data, limit, data_dir)
@@ -444,9 +444,9 @@ def export_model(model, fmt, quantize, output, force, check_images, data, max_dr
     import_tensorflow()
     from pathlib import Path
 
-    from runner import evaluate as ev
-    from runner import export as ex
-    from runner import use
+    from runner.trained import evaluate as ev
+    from runner.trained import export as ex
+    from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
     check_data = ev.labelled_data(loaded, data, check_images, data_dir)
@@ -469,7 +469,7 @@ def list_experiments(folder, tracking_uri, fmt):
     accuracy so far (runs named as the experiment, in its MLflow experiment, that trained its own epochs and data;
     runs with fewer epochs, less data or --set changes are counted as partial_runs; sweep variants are not counted).
     Loads neither TensorFlow nor (on a local store) MLflow."""
-    from runner import catalogue
+    from runner.records import catalogue
     from runner.records import tables as cmp
 
     _print_table(catalogue.entries(folder, tracking_uri), fmt, cmp)
@@ -503,7 +503,7 @@ def pull(dataset, data_dir, force):
 @data_dir_option
 def export(dataset, dest, fmt, limit, data_dir):
     """Write built-in DATASET out as files, for `source: image_folder` or `source: arrays`; never overwrites."""
-    from runner.training.export import export_dataset
+    from runner.training.data_export import export_dataset
 
     written, counts = export_dataset(dataset, dest, fmt, limit, data_dir)
     click.echo(f"wrote {', '.join(f'{n:,} {split}' for split, n in counts.items())} images to {written}")

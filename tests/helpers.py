@@ -82,7 +82,7 @@ def train(path: Path, overrides=(), *, uri: str | None = None, console=None, qui
     from rich.console import Console
 
     from runner.language.spec import load_spec
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     spec = load_spec(path, list(overrides))
     return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=quiet,

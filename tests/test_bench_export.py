@@ -1,4 +1,4 @@
-"""bench/export.py: a quick run trains, exports through runner.export and measures every model on the test set."""
+"""bench/export.py: a quick run trains, exports through runner.trained.export and measures every model on the test set."""
 
 import json
 

@@ -95,7 +95,7 @@ class Worker:
             raise
 
     def _train(self, trial: optuna.Trial, values: dict, variant: Variant, started: float) -> float:
-        from runner.run import run_experiment
+        from runner.running.run import run_experiment
 
         s, number = self.plan.space, trial.number
         report = report_callback(trial, s.metric)

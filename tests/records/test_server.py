@@ -56,7 +56,7 @@ def server(tmp_path_factory):
 
 
 def test_run_lands_on_the_server_and_reads_back_over_rest(server, tmp_path):
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     (tmp_path / "served.yaml").write_text(TINY)
     result = run_experiment(load_spec(tmp_path / "served.yaml"), tracking_uri=server, quiet=True)
@@ -78,7 +78,7 @@ def test_run_lands_on_the_server_and_reads_back_over_rest(server, tmp_path):
 
 
 def test_unreachable_server_fails_fast_before_training(tmp_path):
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     (tmp_path / "served.yaml").write_text(TINY)
     started = time.perf_counter()
@@ -94,7 +94,7 @@ def test_a_server_lost_mid_run_costs_no_metrics(tmp_path, monkeypatch, capfd):
     """Training goes on while the server is down; the kept metrics reach it when it is back."""
     import keras
 
-    from runner.run import run_experiment
+    from runner.running.run import run_experiment
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

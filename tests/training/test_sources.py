@@ -360,7 +360,7 @@ def test_every_cache_streams_each_image_once_per_epoch_with_its_label(tmp_path, 
 
 
 def test_exported_class_folders_sort_in_class_order():
-    from runner.training.export import folder_names
+    from runner.training.data_export import folder_names
 
     assert folder_names(list("0123456789")) == list("0123456789")
     assert folder_names(["T-shirt/top", "Trouser", "Bag"]) == ["0_T-shirt_top", "1_Trouser", "2_Bag"]

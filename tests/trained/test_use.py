@@ -15,8 +15,8 @@ import pytest
 from helpers import client, experiment, store_uri, train, write_experiment, xrun
 from PIL import Image
 
-from runner.evaluate import scores
 from runner.model import standalone
+from runner.trained.evaluate import scores
 from runner.training.data import load_dataset
 
 # TF 2.21's tf.lite.Interpreter warns it is deprecated (in favour of ai_edge_litert); Keras's ONNX export patches

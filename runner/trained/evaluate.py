@@ -13,8 +13,8 @@ import numpy as np
 from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
 from runner.records import names, plots, store
+from runner.trained.use import IMAGE_SUFFIXES, Model, read_image
 from runner.training.data import load_dataset
-from runner.use import IMAGE_SUFFIXES, Model, read_image
 
 EPSILON = 1e-7  # Keras's: probabilities are clipped to [eps, 1 - eps] before the log, as its cross-entropy does
 

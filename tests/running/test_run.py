@@ -44,11 +44,11 @@ from helpers import (
 from rich.console import Console
 
 from runner import __version__
-from runner import run as run_module
 from runner.errors import XrunError
 from runner.language.spec import load_spec
 from runner.model import standalone
 from runner.records import store
+from runner.running import run as run_module
 from runner.training.data import load_dataset
 from runner.training.pipeline import to_inputs
 

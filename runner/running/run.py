@@ -22,13 +22,13 @@ import yaml
 from rich.console import Console
 
 from runner import __version__
-from runner import resume as resuming
 from runner.errors import SIGTERM_MESSAGE, XrunError
 from runner.language.spec import Spec
 from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
 from runner.records import names, plots, store
+from runner.running import resume as resuming
 from runner.training import build, callbacks, distribute, pipeline, sources
 from runner.training.settings import Settings, applied, settings_for
 

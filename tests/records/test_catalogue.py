@@ -115,8 +115,8 @@ def _run(params: dict, accuracy: float) -> query.RunRecord:
 
 
 def test_only_runs_of_the_file_as_written_are_ranked(tmp_path):
-    from runner import catalogue
     from runner.language.spec import load_spec
+    from runner.records import catalogue
 
     (tmp_path / "alpha.yaml").write_text(DENSE)
     spec = load_spec(tmp_path / "alpha.yaml")
@@ -193,8 +193,8 @@ training: {epochs: 1}
 
 @pytest.mark.slow
 def test_parameter_counts_are_the_ones_keras_counts(repo, tmp_path):
-    from runner import catalogue
     from runner.language.spec import load_spec
+    from runner.records import catalogue
     from runner.training.settings import import_tensorflow
 
     import_tensorflow()
@@ -216,7 +216,7 @@ def test_parameter_counts_are_the_ones_keras_counts(repo, tmp_path):
 def test_list_fits_the_terminal_and_wraps_descriptions(tmp_path, width, columns, left_out):
     from rich.console import Console
 
-    from runner import catalogue
+    from runner.records import catalogue
     from runner.records import tables as cmp
 
     long = "A tiny dense net whose description goes on for longer than any terminal line would hold, so it wraps. "

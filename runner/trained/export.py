@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import XrunError
-from runner.evaluate import Labelled
+from runner.trained.evaluate import Labelled
+from runner.trained.use import Model
 from runner.training.data import load_dataset
-from runner.use import Model
 
 # Largest |exported - Keras| allowed in any probability on the check images. float32 exports compute the same
 # function with other kernels (differences of a few float32 ulps); float16 weights move outputs by ~1e-3.

@@ -1,0 +1,1 @@
+"""Running an experiment: a new run (run.py) and the continuation of one (resume.py)."""
