@@ -75,14 +75,15 @@ def train(folder: Path, epochs: int, limit: int | None, data_dir: str | None):
     from rich.console import Console
 
     from runner.language.spec import load_spec
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     path = folder / "bench_cnn.yaml"
     path.write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
     overrides = [f"training.epochs={epochs}"] + ([f"data.limit={limit}"] if limit else [])
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    result = run_experiment(load_spec(path, overrides), tracking_uri=uri, data_dir=data_dir, quiet=True,
-                            console=Console(file=io.StringIO()))
+    result = run_experiment(RunRequest(load_spec(path, overrides), tracking_uri=uri, data_dir=data_dir, quiet=True,
+                            console=Console(file=io.StringIO())))
     if result.status != "FINISHED":
         raise RuntimeError(f"the training run ended {result.status}")
     return result, uri

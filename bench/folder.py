@@ -81,7 +81,7 @@ def xrun_dataset(root: Path, size: int, cache: str, batch: int):
 
     spec = load_spec(experiment(root, size, cache, batch))
     data = sources.load(spec, None, 0)
-    splits = pipeline.split(data, spec.document["data"])
+    splits = pipeline.split(data, spec.data)
     ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=batch, shuffle=True, seed=0,
                                 augmentation=None, one_hot_classes=None)
     return ds, pipeline.steps_per_epoch(len(splits.y_train), batch), len(splits.y_train)

@@ -73,10 +73,11 @@ def _device_check(uri: str, sets: list[str], on_gpu: bool) -> dict:
     from mlflow import MlflowClient
 
     from runner.language.spec import load_spec
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     spec = load_spec(ROOT / "experiments" / "model8.yaml", [*sets, "training.epochs=1", "data.limit=2048"])
-    run = run_experiment(spec, tracking_uri=uri, quiet=True)
+    run = run_experiment(RunRequest(spec, tracking_uri=uri, quiet=True))
     params = MlflowClient(uri).get_run(run.run_id).data.params
     used = {k: params.get(f"runtime.{k}") for k in ("precision", "jit_compile", "steps_per_execution")}
     expected = {"precision": "mixed_float16", "jit_compile": "true"}  # params are JSON text

@@ -29,12 +29,13 @@ RESULTS = ROOT / "bench" / "reproduce.json"
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     import_tensorflow()
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     rows = []
     for name in args.models.split(","):
         spec = load_spec(ROOT / "experiments" / f"{name}.yaml", args.set)
-        result = run_experiment(spec, tracking_uri=args.tracking_uri, quiet=not sys.stderr.isatty())
+        result = run_experiment(RunRequest(spec, tracking_uri=args.tracking_uri, quiet=not sys.stderr.isatty()))
         rows.append(_row(spec, result))
         _save(rows[-1], args.out)
         print(_markdown(rows), flush=True)

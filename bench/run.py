@@ -111,8 +111,8 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
                                                artifact_location=Path(tmp, "artifacts").as_uri())
         with instrumented_xrun(clock, log) as log_seconds, with_settings(settings):
             used = train.settings_for(spec.training)
-            result = train.run_experiment(spec, tracking_uri=uri, data_dir=data, quiet=True,
-                                          console=Console(file=io.StringIO()))
+            result = train.run_experiment(train.RunRequest(spec, tracking_uri=uri, data_dir=data, quiet=True,
+                                          console=Console(file=io.StringIO())))
     return {**clock.numbers(), "settings_used": {"precision": used.precision, "deterministic": used.deterministic,
                                                  "steps_per_execution": used.steps_per_execution},
             "logged_images_per_second": list(result.history.get("images_per_second", [])),

@@ -66,6 +66,7 @@ def _train(model_name: str, examples: int, epochs: int, data: str | None):
     from rich.console import Console
 
     from runner.language.spec import load_spec
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     spec = load_spec(ROOT / "experiments" / f"{model_name}.yaml",
@@ -73,8 +74,8 @@ def _train(model_name: str, examples: int, epochs: int, data: str | None):
                       "tracking.log_images=false"])
     clock = _step_clock()
     with tempfile.TemporaryDirectory(prefix="xrun-util-") as tmp:
-        result = run_experiment(spec, tracking_uri=f"sqlite:///{tmp}/mlflow.db", data_dir=data, quiet=True,
-                                console=Console(file=io.StringIO()), extra_callbacks=[clock])
+        result = run_experiment(RunRequest(spec, tracking_uri=f"sqlite:///{tmp}/mlflow.db", data_dir=data, quiet=True,
+                                console=Console(file=io.StringIO()), extra_callbacks=[clock]))
     return spec, result, clock.seconds
 
 

@@ -12,8 +12,15 @@ import click
 
 from runner.errors import SIGTERM_MESSAGE, XrunError
 from runner.records import names
-from runner.sweep import GRACE_SECONDS, HEARTBEAT_SECONDS
-from runner.training.settings import import_tensorflow
+from runner.trained import formats as export_formats
+
+
+def import_tensorflow():
+    """TensorFlow, quietly; its module (which reads the schema) is imported only by the commands that need it."""
+    from runner.training import settings
+
+    return settings.import_tensorflow()
+
 
 # Options shared by several commands: one definition, one help text each.
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -125,41 +132,44 @@ def summary(file, overrides, fmt):
               "the run was trained with (the changes are recorded on the run; another model is never accepted).")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
               help="Save the model to the run's local journal every N epochs (0: never), so a kill loses little.")
-@click.option("--parent-run-id", hidden=True, help="Nest the run under this MLflow run (used by sweeps).")
-@click.option("--variant", hidden=True, help="The sweep variant this run is (used by sweeps).")
 def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, backup_dir, resume, allow_changes,
-        checkpoint_every, parent_run_id, variant):
+        checkpoint_every):
     """Train the experiment in FILE and record it in MLflow (`xrun FILE` is short for `xrun run FILE`).
 
     With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
     job with tf.distribute's MultiWorkerMirroredStrategy, and only worker 0 records the MLflow run.
     """
     from runner.language.spec import load_spec
-
-    spec = load_spec(file, overrides)
     from runner.records import journal, local
+    from runner.running.request import RunRequest
 
-    if journal.waiting(local.tracking_uri(tracking_uri)):  # what a dead process or a failed store left: first
+    uri = local.tracking_uri(tracking_uri)
+    spec = None if resume else load_spec(file, overrides)  # a resume's plan reads FILE itself
+    if journal.waiting(uri):  # what a dead process or a failed store left: first
         from runner.records import store
 
-        _echo_synced(store.sync(tracking_uri, only_this=True))
-    if resume:  # checked against the run's record before TensorFlow loads or anything is written
-        from runner.running.resume import plan
-
-        resume = plan(file, list(overrides), resume, tracking_uri, allow_changes)
+        _echo_synced(store.sync(uri, only_this=True))
+    plan = _resume_plan(file, overrides, resume, uri, allow_changes) if resume else None
+    request = RunRequest(plan.spec if plan else spec, tracking_uri=uri, resume=plan, data_dir=data_dir, quiet=quiet,
+                         checkpoint_every=checkpoint_every, backup_dir=backup_dir)
     _join_cluster(workers, worker_index)
     import_tensorflow()
     from runner.records import store
     from runner.running.run import run_experiment
 
-    result = run_experiment(spec, tracking_uri=tracking_uri, data_dir=data_dir, quiet=quiet, backup_dir=backup_dir,
-                            resume=resume, checkpoint_every=checkpoint_every,
-                            parent_run_id=parent_run_id, run_name=f"{spec.name} [{variant}]" if variant else None,
-                            tags={names.VARIANT: variant} if variant else None)
+    spec = request.spec
+    result = run_experiment(request)
     if not result.run_id:  # a non-chief worker: the chief records the run
         click.echo(f"{spec.name}: worker done, test accuracy {result.test_accuracy:.4f}; worker 0 records the run")
         return
     click.echo(_run_summary(spec.name, result, store.ui_command(result.tracking_uri)))
+
+
+def _resume_plan(file, overrides, run_id: str, uri: str, allow_changes: bool):
+    """FILE checked against the run's record, before TensorFlow loads or anything is written."""
+    from runner.running.resume import plan
+
+    return plan(file, list(overrides), run_id, uri, allow_changes)
 
 
 def _echo_synced(delivered: list) -> None:
@@ -272,9 +282,11 @@ def _plot_runs(runs, path, tracking_uri) -> None:
 @click.option("--storage", envvar="XRUN_STUDY_STORAGE", metavar="URL", help="The Optuna study's database, shared "
               "by every machine on the sweep, e.g. postgresql://user:pw@host/db (also $XRUN_STUDY_STORAGE; default: "
               "sqlite beside the MLflow store).")
-@click.option("--heartbeat", type=click.IntRange(1), default=HEARTBEAT_SECONDS, show_default=True, metavar="SECONDS",
+@click.option("--heartbeat", type=click.IntRange(1), default=names.TRIAL_HEARTBEAT_SECONDS, show_default=True,
+              metavar="SECONDS",
               help="How often a worker tells the study its trial is alive.")
-@click.option("--grace-period", type=click.IntRange(1), default=GRACE_SECONDS, show_default=True, metavar="SECONDS",
+@click.option("--grace-period", type=click.IntRange(1), default=names.TRIAL_GRACE_SECONDS, show_default=True,
+              metavar="SECONDS",
               help="A trial silent this long is taken as dead (its machine stopped) and retried by a live worker.")
 @click.option("--worker", is_flag=True, hidden=True, help="One of --jobs' processes: no table, no reports.")
 @tracking_uri_option
@@ -417,8 +429,8 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
 
 @cli.command(name="export")
 @model_argument
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), required=True,
-              help="SavedModel (a folder), TFLite or ONNX (needs the export extra: tf2onnx, onnxruntime).")
+@click.option("--format", "fmt", type=click.Choice(list(export_formats.FORMATS)), required=True,
+              help=export_formats.help_text())
 @click.option("--quantize", type=click.Choice(["float16", "int8"]),
               help="TFLite only: float16 weights, or int8 weights and activations (calibrated on training images).")
 @click.option("--output", "-o", type=click.Path(), help="Where to write it (default: NAME[-QUANT].tflite/.onnx, or "

@@ -82,11 +82,16 @@ def train(path: Path, overrides=(), *, uri: str | None = None, console=None, qui
     from rich.console import Console
 
     from runner.language.spec import load_spec
+    from runner.running import resume
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
-    spec = load_spec(path, list(overrides))
-    return run_experiment(spec, tracking_uri=uri or store_uri(path.parent), data_dir=DATA_DIR, quiet=quiet,
-                          console=console or Console(file=io.StringIO()), **kwargs)
+    uri = uri or store_uri(path.parent)
+    plan, allow = kwargs.pop("resume", None), kwargs.pop("allow_changes", False)
+    plan = plan and resume.plan(path, list(overrides), plan, uri, allow)
+    spec = plan.spec if plan else load_spec(path, list(overrides))
+    return run_experiment(RunRequest(spec, tracking_uri=uri, resume=plan, data_dir=DATA_DIR, quiet=quiet,
+                                     console=console or Console(file=io.StringIO()), **kwargs))
 
 
 def client(uri: str):

@@ -12,6 +12,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runner.errors import XrunError, did_you_mean
 from runner.language import schema
@@ -73,7 +74,7 @@ def data_error(message: str, locate, hint: str, key: str | None = None) -> XrunE
 def data_facts(document: dict, locate, strict: bool = False) -> DataFacts:
     """What the data gives the model; with `strict`, missing files are errors instead of unknowns."""
     data = settings(document["data"])
-    return _FACTS[data["source"]](data, locate, strict)
+    return DATA_SOURCES[data["source"]].facts(data, locate, strict)
 
 
 def _builtin(data: dict, locate, strict: bool) -> DataFacts:
@@ -137,7 +138,24 @@ def _tfds(data: dict, locate, strict: bool) -> DataFacts:
     return DataFacts(None, None, f"tfds '{data['name']}'")
 
 
-_FACTS = {"builtin": _builtin, "image_folder": _folder, "arrays": _arrays, "csv": _csv, "tfds": _tfds}
+@dataclass(frozen=True)
+class DataSource:
+    """One `data.source`: its facts read here in plain Python, and the training-layer function that loads it."""
+
+    name: str                       # the schema's `data.source` value
+    facts: Callable[[dict, object, bool], DataFacts]  # (data, locate, strict): shape and classes, nothing loaded
+    loader: str                     # "module:function" (data, locate, data_dir, seed) -> Data, in runner.training
+    image_files: bool = False       # images streamed from files: skipped files counted, color_mode hinted
+
+
+# The one table of data sources: a new source is its schema branch and an entry here (tests/language/test_data_facts.py).
+DATA_SOURCES = {source.name: source for source in (
+    DataSource("builtin", _builtin, "runner.training.sources:load_builtin"),
+    DataSource("image_folder", _folder, "runner.training.sources:load_image_folder", image_files=True),
+    DataSource("arrays", _arrays, "runner.training.sources:load_arrays"),
+    DataSource("csv", _csv, "runner.training.sources:load_csv", image_files=True),
+    DataSource("tfds", _tfds, "runner.training.sources:load_tfds"),
+)}
 
 
 # --- folders ----------------------------------------------------------------------------------------------------
@@ -305,10 +323,6 @@ def check_model_against_data(document: dict, graph: Graph, locate, check_input_s
     if facts.shape is not None and None not in facts.shape:
         check_input_shape(document["model"].get("input_shape"), facts.shape, facts.what, locate)
     check_classes(output_units(graph), facts, locate)
-
-
-def show_shape(shape) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape)
 
 
 def output_units(graph: Graph):

@@ -11,13 +11,14 @@ from runner.language.source import Locations, Path_, parse, read_text
 MAX_EXTENDS = 32
 
 
-def load_with_bases(path: Path) -> tuple[dict, Locations, list[Path]]:
-    """The file merged onto each base it extends, their locations, and the files read (the file first)."""
-    return _load_with_bases(path, [])
+def load_with_bases(path: Path, text: str | None = None) -> tuple[dict, Locations, list[Path]]:
+    """The file merged onto each base it extends, their locations, and the files read (the file first); `text`,
+    where given, is the file's content (a run's recorded config, read back as if it were `path`)."""
+    return _load_with_bases(path, [], text)
 
 
-def _load_with_bases(path: Path, chain: list[Path]) -> tuple[dict, Locations, list[Path]]:
-    document, locs = parse(read_text(path), str(path))
+def _load_with_bases(path: Path, chain: list[Path], text: str | None = None) -> tuple[dict, Locations, list[Path]]:
+    document, locs = parse(read_text(path) if text is None else text, str(path))
     base_ref = document.pop("extends", None)
     if base_ref is None:
         return document, locs, [path]

@@ -8,20 +8,22 @@ section cannot be changed behind the document's back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
 class Data:
-    """What a run trains on. Keys only some sources take (an image folder's path, ...) stay in `spec.document`."""
+    """What a run trains on. `options` is the whole section with its source's defaults filled in (an image
+    folder's `path`, `image_size`, `cache`, ...): the keys each source takes, as its table entry reads them."""
 
     source: str
     dataset: str | None             # the built-in dataset (source: builtin)
     limit: int | None
     validation: str                 # "split", "test" or "none"
     validation_split: float
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -85,24 +87,96 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Named:
+    """A Keras object the YAML names by class (`type`) with its Keras arguments (a loss, a callback, a schedule).
+
+    The arguments stay a read-only mapping: they are Keras's own argument names, which the schema lists per class;
+    a field per argument would declare the schema a second time."""
+
+    type: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Optimizer(Named):
+    """`arguments` without `learning_rate` when that is a schedule (counted in epochs), which is then `schedule`."""
+
+    schedule: Named | None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    grid: Mapping[str, tuple] | None
+    random: Mapping[str, Mapping] | None
+    method: str | None
+    trials: int | None
+    metric: str
+    direction: str | None
+    pruner: str | Mapping[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
 class Sections:
-    """The document's plain sections; `augmentation` is None where the file has none."""
+    """The document's sections but the model (whose typed form is the graph); `augmentation` and `sweep` are None
+    where the file has none."""
 
     data: Data
     augmentation: Augmentation | None
     training: Training
     tracking: Tracking
+    optimizer: Optimizer
+    loss: Named
+    metrics: tuple[str, ...]
+    callbacks: tuple[Named, ...]
+    sweep: Sweep | None
 
 
 # Fields that hold a section of their own.
 _NESTED = {(Augmentation, "random_erasing"): RandomErasing, (Augmentation, "random_crop"): RandomCrop,
            (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing,
-           **{(Sections, f.name): cls for f, cls in zip(fields(Sections), (Data, Augmentation, Training, Tracking))}}
+           **{(Sections, f.name): cls for f, cls in zip(fields(Sections), (Data, Augmentation, Training, Tracking))},
+           (Sections, "sweep"): Sweep}
 
 
-def sections_of(document: dict) -> Sections:
-    """The typed sections of a checked document whose defaults are filled in."""
-    return _build(Sections, document)
+def sections_of(document: dict, data_options: Mapping[str, Any]) -> Sections:
+    """The typed sections of a checked document whose defaults are filled in; `data_options` is the data section
+    with its source's defaults (runner.language.data_facts.settings)."""
+    plain = _build(Sections, document)
+    return replace(plain, data=replace(plain.data, options=_frozen(dict(data_options), None)),
+                   optimizer=optimizer_of(document["optimizer"]), loss=named(document["loss"]),
+                   callbacks=tuple(named(c) for c in document.get("callbacks") or ()))
+
+
+def named(value: str | Mapping) -> Named:
+    """`Adam` is short for `{type: Adam}`, as the schema allows for optimizers and losses."""
+    value = {"type": value} if isinstance(value, str) else value
+    return Named(value["type"], _frozen({k: v for k, v in value.items() if k != "type"}, None))
+
+
+def optimizer_of(value: str | Mapping) -> Optimizer:
+    plain = named(value)
+    rate = plain.arguments.get("learning_rate")
+    if not isinstance(rate, Mapping):
+        return Optimizer(plain.type, plain.arguments, None)
+    arguments = MappingProxyType({k: v for k, v in plain.arguments.items() if k != "learning_rate"})
+    return Optimizer(plain.type, arguments, named(rate))
+
+
+def as_mapping(section) -> dict:
+    """A section as the plain mapping the YAML wrote, keys left out where the section has None (for code that
+    takes its parameters so, like the augmentation steps)."""
+    return {f.name: plain(as_mapping(v) if is_dataclass(v) else v)
+            for f in fields(section) if (v := getattr(section, f.name)) is not None}
+
+
+def plain(value):
+    """A section's value as YAML writes it: tuples as lists, read-only mappings as dicts (for `yaml.safe_dump`)."""
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def _build(cls: type, mapping: Mapping):

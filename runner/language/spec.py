@@ -5,8 +5,9 @@ Nothing here imports TensorFlow, so `xrun validate` stays fast.
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.errors import Location, XrunError
@@ -37,6 +38,40 @@ class Spec:
         return self.document["name"]
 
     @property
+    def description(self) -> str:
+        return self.document.get("description", "")
+
+    @property
+    def input_shape(self) -> tuple | None:
+        """`model.input_shape` as written (None: the data's)."""
+        given = self.document["model"].get("input_shape")
+        return tuple(given) if given else None
+
+    def data_facts(self, strict: bool = False) -> data_facts.DataFacts:
+        """The data's example shape and class names, read without loading it (headers, folder listings)."""
+        return data_facts.data_facts(self.document, self.locate, strict=strict)
+
+    def without_sweep(self) -> Spec:
+        """The experiment without its `sweep` section: one trial of the sweep (the family stays with the parent)."""
+        document = {k: v for k, v in self.document.items() if k != "sweep"}
+        return replace(self, document=document, sections=replace(self.sections, sweep=None))
+
+    def pinned(self, before: int, **training) -> Spec:
+        """The experiment with training values a run decided put in, as `--set training.KEY=VALUE` would, the
+        `--set` texts placed after the first `before` overrides (a resumed run's drawn seed, after its own --set
+        values and before new ones)."""
+        texts = [f"training.{key}={value}" for key, value in training.items()]
+        return replace(self, document=self.resolved_document(**training),
+                       overrides=[*self.overrides[:before], *texts, *self.overrides[before:]],
+                       sections=replace(self.sections, training=replace(self.training, **training)))
+
+    def resolved_document(self, **training) -> dict:
+        """The document as it runs (config/resolved.yaml), with `training` values decided for the run put in."""
+        document = copy.deepcopy(self.document)
+        document["training"].update(training)
+        return document
+
+    @property
     def data(self) -> Data:
         return self.sections.data
 
@@ -56,10 +91,12 @@ class Spec:
         return self.locs.of(path, key=key)
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
-    """Everything `xrun validate` checks, in order; raises XrunError with the file position of the first problem."""
+def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | None = None) -> Spec:
+    """Everything `xrun validate` checks, in order; raises XrunError with the file position of the first problem.
+
+    `text`, where given, is read as the content of `path` (a run's recorded config/resolved.yaml)."""
     path = Path(path)
-    document, locs, files = load_with_bases(path)
+    document, locs, files = load_with_bases(path, text)
     for text in overrides:
         apply_override(document, locs, text)
     locate = locs.of
@@ -68,7 +105,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> Spec:
     graph = build_graph(document["model"], locate, merge_types(), _item_checker(locate))
     _check_consistency(document, locate)
     _check_input(document, locate, graph)
-    return Spec(path, read_text(path), document, locs, files, list(overrides), graph, sections_of(document))
+    return Spec(path, read_text(path) if text is None else text, document, locs, files, list(overrides), graph,
+                sections_of(document, data_facts.settings(document["data"])))
 
 
 def merge_types() -> set[str]:

@@ -12,6 +12,7 @@ from runner.language.graph import Node
 from runner.language.source import dotted
 from runner.language.spec import Spec
 from runner.model import registry
+from runner.text import one_line
 
 IMAGENET = "imagenet"
 # Arguments an experiment does not give under config: the layer's own keys, and the input, which the data gives.
@@ -33,7 +34,7 @@ def build_application(node: Node, spec: Spec, args: dict) -> keras.Model:
     weights = _weights(node, spec, args.pop("weights"))
     try:
         model = build(weights=weights, name=node.name, **args, **config)
-    except Exception as exc:  # Keras raises bare Exceptions for failed downloads
+    except Exception as exc:  # noqa: BLE001 - Keras raises bare Exceptions for failed downloads
         raise _build_error(node, spec, build.__name__, weights, exc) from None
     model.trainable = trainable
     return model
@@ -65,7 +66,7 @@ def _check_config(node: Node, build, config: dict, spec: Spec) -> None:
 
 
 def _build_error(node: Node, spec: Spec, name: str, weights: str | None, exc: Exception) -> Exception:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     if weights == IMAGENET and "URL fetch failure" in text:
         reason = text.rsplit(" -- ", 1)[-1]
         return XrunError(f"cannot download the ImageNet weights of {name}: {reason}",

@@ -12,12 +12,12 @@ import keras
 from keras.src.backend.common import global_state  # Keras's list of variables still to be made (_shapes_only)
 
 from runner.errors import XrunError, did_you_mean
-from runner.language.data_facts import data_facts
 from runner.language.graph import INPUT, Graph, Node
 from runner.language.source import dotted
 from runner.language.spec import Spec
 from runner.model import registry
 from runner.model.applications import build_application
+from runner.text import one_line, shape_tuple
 
 
 def build_model(spec: Spec) -> keras.Model:
@@ -27,7 +27,7 @@ def build_model(spec: Spec) -> keras.Model:
     YAML line before anything trains.
     """
     graph = spec.graph
-    shape = tuple(input_shape(spec.document, spec.locate))
+    shape = tuple(input_shape(spec))
     layers = {n.name: make_layer(n, spec, output=n.name in graph.outputs) for n in graph.nodes}
     check_size(spec, shape, layers)
     if is_stack(graph):
@@ -62,7 +62,7 @@ def _weight_counts(graph: Graph, shape: tuple, layers: dict):
         given = inputs if len(inputs) > 1 else inputs[0]
         try:
             out = tuple(layers[node.name].compute_output_shape(given))
-        except Exception:  # a shape the layer cannot take: the real build reports it at the right line
+        except Exception:  # noqa: BLE001 - a shape the layer cannot take: the real build reports it at the right line
             return
         if not all(d is None or isinstance(d, int) for d in out):
             return  # a layer with several outputs: leave it to the real build
@@ -80,7 +80,7 @@ def _estimate(layer: keras.layers.Layer, in_shape) -> int:
             copy = type(layer).from_config(layer.get_config())
             copy.build(in_shape)
             return sum(math.prod(w.shape) for w in copy.weights)
-    except Exception:  # a layer that cannot build this way: the real build allocates (and reports) it
+    except Exception:  # noqa: BLE001 - a layer that cannot build this way: the real build allocates (and reports) it
         return 0
 
 
@@ -111,18 +111,14 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 30):,.1f} GiB"
 
 
-def input_shape(document: dict, locate=None) -> list[int]:
+def input_shape(spec: Spec) -> list[int]:
     """`model.input_shape`, else one example's shape as the data section gives it (an error if the data is missing)."""
-    if document["model"].get("input_shape"):
-        return document["model"]["input_shape"]
-    shape = data_facts(document, locate or _nowhere).shape
+    if spec.input_shape:
+        return list(spec.input_shape)
+    shape = spec.data_facts().shape
     if shape is None or None in shape:  # only the files can say: read them (an error if they are missing)
-        shape = data_facts(document, locate or _nowhere, strict=True).shape
+        shape = spec.data_facts(strict=True).shape
     return list(shape)
-
-
-def _nowhere(path, key=False):
-    return None
 
 
 def is_stack(graph: Graph) -> bool:
@@ -243,7 +239,7 @@ def _window_too_big(kind: str, args: dict, inputs: list, text: str):
     span = tuple(d * (k - 1) + 1 for k, d in zip(size, dilation))
     dilated = f" (dilated to {span[0]}x{span[1]})" if span != size else ""
     return (f"{kind}'s {size[0]}x{size[1]} {word}{dilated} does not fit its {shape[1]}x{shape[2]} input "
-            f"{_shape_text(shape)}", f"use padding: same, a smaller {key}, or down-sample less before this layer")
+            f"{shape_tuple(shape)}", f"use padding: same, a smaller {key}, or down-sample less before this layer")
 
 
 def _wrong_rank(kind: str, args: dict, inputs: list, text: str):
@@ -255,7 +251,7 @@ def _wrong_rank(kind: str, args: dict, inputs: list, text: str):
     axes = " (batch, height, width, channels)" if wanted == 4 else ""
     hint = (f"put it before Flatten and Dense layers, or Reshape its input to {wanted}D" if got < wanted else
             "Flatten or pool its input first")
-    return f"{kind} needs a {wanted}D input{axes}, got {got}D {_shape_text(inputs[0][1])}", hint
+    return f"{kind} needs a {wanted}D input{axes}, got {got}D {shape_tuple(inputs[0][1])}", hint
 
 
 def _merge_mismatch(kind: str, args: dict, inputs: list, text: str):
@@ -282,7 +278,7 @@ def _reshape_size(kind: str, args: dict, inputs: list, text: str):
     target = list(args.get("target_shape", []))
     known = math.prod(d for d in target if d != -1)
     want = f"a multiple of {known}" if -1 in target else str(known)
-    return (f"Reshape cannot turn its input {_shape_text(shape)} ({have:,} values) into target_shape {target} "
+    return (f"Reshape cannot turn its input {shape_tuple(shape)} ({have:,} values) into target_shape {target} "
             f"({want} values)", "give target_shape the same number of values; -1 for one axis works it out")
 
 
@@ -292,12 +288,9 @@ def _pair(value) -> tuple:
 
 def _named_shapes(inputs: list) -> str:
     if len(inputs) == 1:
-        return _shape_text(inputs[0][1])
-    return ", ".join(f"{name} {_shape_text(shape)}" for name, shape in inputs)
+        return shape_tuple(inputs[0][1])
+    return ", ".join(f"{name} {shape_tuple(shape)}" for name, shape in inputs)
 
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def _node_error(node: Node, spec: Spec, message: str, hint: str) -> XrunError:
@@ -316,5 +309,5 @@ _CALL_PREFIX = re.compile(r"^Exception encountered when calling [\w.]+\(\)\.\s*"
 def _first_line(exc: Exception) -> str:
     """Keras's message as one plain line: no terminal colours, no echo of the call's arguments."""
     text = _ANSI.sub("", str(exc)).split("Arguments received by")[0]
-    text = _CALL_PREFIX.sub("", " ".join(text.split()))
+    text = _CALL_PREFIX.sub("", one_line(text))
     return text[:300].rstrip(".") + ("..." if len(text) > 300 else "")

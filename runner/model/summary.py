@@ -8,6 +8,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from runner.text import shape_tuple
+
 
 def model_info(model, graph) -> dict:
     """Totals and one row per layer: name, type, inputs, output shape, parameter count."""
@@ -30,9 +32,6 @@ def _shape(shape) -> list:
     return [None if d is None else int(d) for d in shape]
 
 
-def shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
 
 def print_model_table(info: dict, title: str, console: Console | None = None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
@@ -43,7 +42,7 @@ def print_model_table(info: dict, title: str, console: Console | None = None) ->
         table.add_column(column, justify="right" if column == "Params" else "left", no_wrap=column != "Inputs")
     for row in info["layers"]:
         cells = [row["name"], row["type"], *([", ".join(row["inputs"])] if graph else []),
-                 shape_text(row["output_shape"]), f"{row['params']:,}"]
+                 shape_tuple(row["output_shape"]), f"{row['params']:,}"]
         table.add_row(*cells)
     console.print(table)
     console.print(f"Total params: {info['total_params']:,}   Trainable: {info['trainable_params']:,}   "

@@ -35,7 +35,7 @@ class Yogi(keras.optimizers.Optimizer):
     the caller can turn it into an XrunError pointing at the YAML.
     """
 
-    def __init__(self, learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-3,
+    def __init__(self, learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-3,  # noqa: PLR0913 - Keras' API
                  l1_regularization_strength=0.0, l2_regularization_strength=0.0,
                  initial_accumulator_value=1e-6, activation="sign", name=None, **kwargs):
         _check_hyperparameters(beta_1, beta_2, epsilon, l1_regularization_strength,

@@ -7,14 +7,13 @@ checked against Keras in the tests), and the runs are read straight from a local
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from runner.errors import XrunError
 from runner.language import param_count
-from runner.language.data_facts import data_facts
 from runner.language.source import dotted
 from runner.language.spec import load_spec
+from runner.text import first_sentence, natural_key
 
 # runs, best_test_acc: runs of the experiment as written (its own epochs and data, no --set but tracking.*);
 # partial_runs: its other finished runs (smoke tests with fewer epochs or less data, --set variants), not ranked.
@@ -26,16 +25,11 @@ def entries(folder: str, tracking_uri: str | None = None) -> list[dict]:
     where = Path(folder)
     if not where.is_dir():
         raise XrunError(f"no folder {folder}", hint="give the folder that holds your experiments")
-    files = sorted([*where.glob("*.yaml"), *where.glob("*.yml")], key=_natural)
+    files = sorted([*where.glob("*.yaml"), *where.glob("*.yml")], key=lambda path: natural_key(path.name))
     if not files:
         raise XrunError(f"no .yaml files in {folder}", hint="give the folder that holds your experiments")
     runs = _finished_runs(tracking_uri)
     return [_entry(f, runs) for f in files]
-
-
-def _natural(path: Path) -> list:
-    """model2 before model10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _entry(path: Path, finished: dict) -> dict:
@@ -44,9 +38,9 @@ def _entry(path: Path, finished: dict) -> dict:
         spec = load_spec(path)
     except XrunError as exc:
         return {**row, "description": f"invalid: {_reason(exc, path)}"}
-    data = spec.document["data"]  # a built-in dataset's name, or where the own data is
-    row.update(name=spec.name, dataset=data.get("dataset") or f"{data['source']}:{data['path']}",
-               description=_first_sentence(spec.document.get("description")),
+    data = spec.data  # a built-in dataset's name, or where the own data is
+    row.update(name=spec.name, dataset=data.dataset or f"{data.source}:{data.options['path']}",
+               description=first_sentence(spec.description, 90),
                **_results(spec, finished.get((spec.tracking.experiment, spec.name), [])))
     try:
         row["params"] = _param_count(spec)
@@ -62,7 +56,7 @@ def _reason(exc: XrunError, path: Path) -> str:
 
 def _param_count(spec) -> int | None:
     """Weights by arithmetic (no TensorFlow); None where only Keras knows (a KerasLayer, data whose size the files say)."""
-    shape = spec.document["model"].get("input_shape") or data_facts(spec.document, spec.locate).shape
+    shape = spec.input_shape or spec.data_facts().shape
     if shape is None or None in shape:
         return None
     try:
@@ -98,14 +92,7 @@ def _as_written(run, spec) -> bool:
     (params are as xrun logs them: JSON text of the resolved value)."""
     from runner.records import tables
 
-    document = spec.document
-    same = (run.params.get("training.epochs") == json.dumps(document["training"].get("epochs"))
-            and run.params.get("data.limit", "null") == json.dumps(document["data"].get("limit")))
+    same = (run.params.get("training.epochs") == json.dumps(spec.training.epochs)
+            and run.params.get("data.limit", "null") == json.dumps(spec.data.limit))
     return same and all(key.startswith("tracking.") for key in tables.overridden(run))
 
-
-def _first_sentence(text: str | None) -> str:
-    text = " ".join((text or "").split())
-    cut = text.find(". ")
-    text = text[: cut + 1] if cut > 0 else text
-    return text if len(text) <= 90 else text[:89] + "…"

@@ -28,7 +28,7 @@ def root(uri: str) -> Path:
         db = uri.removeprefix("sqlite:///").split("?", 1)[0]
         if db not in ("", ":memory:"):
             return Path(db).resolve().parent / FOLDER
-    return (Path("mlruns") / FOLDER).resolve()
+    return (Path(names.STORE_DIR) / FOLDER).resolve()
 
 
 class Journal:

@@ -10,17 +10,22 @@ from pathlib import Path
 
 from runner.records import names
 
-STORE_DIR = Path("mlruns")
+STORE_DIR = Path(names.STORE_DIR)
 STALE_SECONDS = 900       # a RUNNING run whose heartbeat is older than this is dead, wherever it ran
 
 
 def tracking_uri(explicit: str | None = None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the project's SQLite store under ./mlruns."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = explicit or os.environ.get(names.TRACKING_URI_ENV)
     if uri:
         return uri
     STORE_DIR.mkdir(exist_ok=True)
-    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return default_uri()
+
+
+def default_uri() -> str:
+    """The project's SQLite store under ./mlruns, as a URI (the folder is not made)."""
+    return f"{names.SQLITE_PREFIX}{(STORE_DIR / names.STORE_DB).resolve()}"
 
 
 def is_dead(status: str, tags: dict, now_s: float | None = None) -> bool:

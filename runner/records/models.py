@@ -9,7 +9,9 @@ import mlflow
 from mlflow.entities import ViewType
 
 from runner.errors import XrunError
-from runner.records.store import _short, client, tracking_uri
+from runner.records.connection import client
+from runner.records.local import tracking_uri
+from runner.records.values import _short
 
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
 MODEL_URI_SCHEMES = ("models:/", "runs:/")
@@ -41,7 +43,7 @@ def find(model: str, uri: str | None = None) -> LoggedModel:
 def _from_uri(model_uri: str, uri: str) -> LoggedModel:
     try:
         info = mlflow.models.get_model_info(model_uri)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors for a bad URI vary by scheme: one line for all
         raise XrunError(f"no logged model at {model_uri} ({_short(exc)})",
                         hint="give a run id, or a models:/ URI that `xrun compare` or the MLflow UI shows") from None
     found = LoggedModel(model_uri, info.name or info.artifact_path or "model", model_id=info.model_id,

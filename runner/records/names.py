@@ -1,4 +1,4 @@
-"""The names xrun's records use, each written once: run tag keys and artifact paths (plain strings, no MLflow)."""
+"""The names xrun's records use, each written once: tag keys, artifact paths, run names and store locations."""
 
 # Run tags (and Optuna trial attributes) that xrun writes and reads back.
 VARIANT = "xrun.variant"                 # what a sweep child varied, e.g. "training.batch_size=64"
@@ -7,6 +7,7 @@ STUDY = "xrun.study"                     # the Optuna study of a sweep
 TRIAL = "xrun.trial"                     # the trial number of a sweep child
 METRIC = "xrun.metric"                   # the metric a sweep optimises
 PRUNED = "xrun.pruned"                   # "true" on a trial the pruner stopped
+PRUNED_AT_EPOCH = "xrun.pruned_at_epoch"  # the epoch after which the pruner stopped it
 ERROR = "xrun.error"                     # one line saying why a trial failed
 END_REASON = "xrun.end_reason"           # why a run ended the way it did
 VALIDATION = "xrun.validation"           # what the run validated on
@@ -16,8 +17,72 @@ HOST = "xrun.host"                       # where the run's process lives ...
 PID = "xrun.pid"                         # ... its process id ...
 PROCESS_START = "xrun.process_start"     # ... and when that process started (pids are reused)
 HEARTBEAT = "xrun.heartbeat"             # seconds since the epoch, refreshed while the run is alive
+VERSION = "xrun.version"                 # the xrun that made the run
+RESUMED_FROM_EPOCH = "xrun.resumed_from_epoch"  # on a resumed run: the epoch its checkpoint had completed
+RESUME_CHANGES = "xrun.resume_changes"   # on a resumed run: how the resume changed the config ("none")
+EVALUATION_OF = "xrun.evaluation_of"     # on an evaluation run: the training run whose model it evaluated
+EVALUATION_DATA = "xrun.evaluation.data"  # ... and the data it evaluated on
+EXPERIMENT_FILE = "experiment.file"      # the YAML file the run (or sweep) came from
+
+# Tags of a sweep's parent run (besides SWEEP, STUDY and METRIC).
+SWEEP_KEY = "xrun.sweep_key"             # what makes two sweeps the same one
+STUDY_STORAGE = "xrun.study_storage"     # the Optuna database, its password redacted
+SEARCH_METHOD = "xrun.method"            # grid, random, tpe, cmaes
+DIRECTION = "xrun.direction"             # minimize or maximize the metric
+PRUNER = "xrun.pruner"                   # the pruner's type
+TRIALS = "xrun.trials"                   # how many trials the sweep runs
+BEST = "xrun.best"                       # "no trial completed" when there is no best trial to report
+
+# Attributes of an Optuna study and its trials.
+PARENT_RUN_ID = "xrun.parent_run_id"     # the study's MLflow parent run
+SURPLUS = "xrun.surplus"                 # a trial started past the sweep's target, not counted
+TRIAL_RUN_ID = "mlflow_run_id"           # a trial's MLflow run
+
+# The tags of a run's MLflow dataset input.
+DATA_SOURCE = "xrun.data.source"         # the kind of data source (mnist, folder, ...)
+EXAMPLES = "xrun.examples.{split}"       # how many examples a split has, e.g. xrun.examples.train
+
+# Stores from before Optuna handed out a sweep's trials kept claim runs, marked with this tag; tables hide them.
+CLAIM_OF = "xrun.claim_of"
 
 # Artifact paths inside a run.
-CHECKPOINT = "checkpoints/last.keras"    # the model with its optimizer state, for --resume
+CHECKPOINTS = "checkpoints"              # the folder of a run's saved models
+CHECKPOINT = f"{CHECKPOINTS}/last.keras"  # the model with its optimizer state, for --resume
+CONFIG = "config/{name}"                 # the experiment file as written, by its file name
+BASE_CONFIG = "config/bases/{name}"      # each file it extends
 RESOLVED_CONFIG = "config/resolved.yaml"  # the config as it ran (the seed actually used included)
+RESOLVED_BEFORE_EPOCH = "config/resolved.before-epoch-{epoch}.yaml"  # a resumed run's config before the resume
+OVERRIDES = "config/overrides.txt"       # the --set overrides, one a line
+MODEL_SUMMARY_TEXT = "model_summary.txt"  # the model's layer table
+MODEL_SUMMARY_JSON = "model_summary.json"  # the same, as data
 ERROR_FILE = "error.txt"                 # the traceback of a FAILED run
+LEARNING_CURVES_PLOT = "plots/learning_curves.png"
+CONFUSION_MATRIX_PLOT = "plots/confusion_matrix.png"
+CONFUSION_MATRIX_CSV = "plots/confusion_matrix.csv"
+MISCLASSIFIED_PLOT = "plots/misclassified.png"
+AUGMENTED_SAMPLES_PLOT = "plots/augmented_samples.png"
+EVALUATION_MATRIX_PLOT = "evaluation/confusion_matrix.png"  # an evaluation run's files
+EVALUATION_MATRIX_CSV = "evaluation/confusion_matrix.csv"
+EVALUATION_PER_CLASS = "evaluation/per_class.csv"
+SWEEP_SPACE = "sweep/space.txt"          # a sweep parent's search space, one dimension a line
+SWEEP_BEST = "sweep/best_trial.json"     # ... its best trial ...
+OPTIMIZATION_HISTORY_PLOT = "plots/optimization_history.png"  # ... and Optuna's reports
+PARAM_IMPORTANCES_PLOT = "plots/param_importances.png"
+PARAM_IMPORTANCES_TEXT = "plots/param_importances.txt"  # why there is no importances plot
+
+# Run names.
+SWEEP_RUN_NAME = "{name} sweep"          # a sweep's parent run, by the experiment's name
+TRIAL_RUN_NAME = "{name} [{variant}]"    # a sweep child, by the experiment's name and its short variant name
+EVALUATION_RUN_NAME = "{name} evaluation"  # an evaluation run, by the evaluated run's name
+
+# Where the records are kept when no --tracking-uri or $MLFLOW_TRACKING_URI says otherwise.
+STORE_DIR = "mlruns"                     # relative to the working directory
+STORE_DB = "mlflow.db"                   # MLflow's SQLite database in STORE_DIR
+STUDY_DB = "optuna.db"                   # the sweeps' Optuna database beside the MLflow one
+SQLITE_PREFIX = "sqlite:///"             # a SQLite URI is this and the database's path
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+# Heartbeats: a run's own, in its tags, and a sweep trial's, in the Optuna database (Optuna's own mechanism).
+RUN_HEARTBEAT_SECONDS = 60               # a running run's HEARTBEAT tag is at most this old (plus one store write)
+TRIAL_HEARTBEAT_SECONDS = 30             # a sweep worker's default `--heartbeat` for its Optuna trials
+TRIAL_GRACE_SECONDS = 120                # a trial silent this long is taken for dead and retried (`--grace-period`)

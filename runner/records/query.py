@@ -27,7 +27,7 @@ def metric_history(run_id: str, key: str, uri: str | None = None) -> list[float]
             return sqlite_read.metric_history(path, run_id, key)
         except sqlite_read.Unreadable:
             pass
-    from runner.records.store import client
+    from runner.records.connection import client
 
     return [m.value for m in sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.step)]
 
@@ -100,7 +100,7 @@ def _find_in_sqlite(path, experiments, run_ids, latest, status, parent_run_id) -
 def _find_in_mlflow(uri, experiments, run_ids, latest, where, status, parent_run_id) -> list[RunRecord]:
     import mlflow
 
-    from runner.records.store import client
+    from runner.records.connection import client
 
     c = client(uri)
     names = {e.experiment_id: e.name for e in c.search_experiments()}
@@ -129,7 +129,7 @@ def _experiment_ids(names: dict[str, str], experiments: list[str] | None) -> lis
 def _search(c, ids: list[str], filter_string: str, latest: int | None) -> list:
     import mlflow
 
-    from runner.records.store import _short
+    from runner.records.values import _short
 
     if not ids:
         return []
@@ -206,11 +206,12 @@ def histories(run_id: str, keys, uri: str | None = None) -> dict[str, list[float
 def artifact_text(run_id: str, path: str, uri: str | None = None) -> str:
     import mlflow
 
-    from runner.records.store import _short
+    from runner.records import connection  # noqa: F401 - MLflow as the store uses it: quiet logs, quick HTTP retries
+    from runner.records.values import _short
 
     mlflow.set_tracking_uri(local.tracking_uri(uri))
     try:
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - MLflow's errors for a missing file vary by store: one line for all
         raise XrunError(f"run {run_id} has no artifact {path} ({_short(exc)})",
                         hint="only runs made by xrun have it") from None

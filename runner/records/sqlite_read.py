@@ -77,7 +77,7 @@ def search(path: Path, experiment_ids: list[str], *, status: str | None = None, 
 
 
 def _runs(path: Path, where: str, args: tuple, limit: int | None = None) -> list[dict]:
-    sql = (f"SELECT run_uuid, name, experiment_id, status, start_time, end_time FROM runs WHERE {where} "
+    sql = (f"SELECT run_uuid, name, experiment_id, status, start_time, end_time FROM runs WHERE {where} "  # noqa: S608
            f"ORDER BY start_time DESC, run_uuid" + (f" LIMIT {int(limit)}" if limit else ""))
     runs = [{"run_id": r[0], "name": r[1] or "", "experiment_id": str(r[2]), "status": r[3], "start_ms": r[4],
              "end_ms": r[5], "params": {}, "metrics": {}, "tags": {}} for r in _query(path, sql, args)]

@@ -12,6 +12,7 @@ import re
 from runner.errors import XrunError, did_you_mean
 from runner.records import names, query
 from runner.records.query import RunRecord
+from runner.text import first_sentence, natural_key
 
 # Params every run has that say nothing about what was varied (or that are shown in their own column).
 _NOT_COMPARED = {"description", "name", "model.total_params", "model.trainable_params",
@@ -77,7 +78,7 @@ INTERNAL_EXPERIMENTS = {"xrun-sweep-claims"}
 
 
 def is_internal(run: RunRecord) -> bool:
-    return run.experiment in INTERNAL_EXPERIMENTS or "xrun.claim_of" in run.tags
+    return run.experiment in INTERNAL_EXPERIMENTS or names.CLAIM_OF in run.tags
 
 
 def is_sweep_parent(run: RunRecord) -> bool:
@@ -156,7 +157,7 @@ def _row(run: RunRecord, param_keys: list[str], describe: bool, uri: str | None)
                 "test_loss": m.get("test_loss"), "test_acc": m.get("test_accuracy"), "seconds": run.seconds,
                 "status": "PRUNED" if run.tags.get(names.PRUNED) == "true" else run.shown_status})
     if describe:
-        row["description"] = _short(run.description, 60)
+        row["description"] = first_sentence(run.description, 60)
     return row
 
 
@@ -196,25 +197,12 @@ def _sort_key(value):
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return (1, 0.0, natural_key(str(value)))
+        return (1, 0.0, natural_key(str(value), ignore_case=True))
     return (0, number, ()) if not math.isnan(number) else (2, 0.0, ())
-
-
-def natural_key(text: str) -> tuple:
-    """'model2' before 'model10': digit runs compare as numbers."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
 
 
 def _int(value):
     return None if value is None else int(float(value))
-
-
-def _short(text: str, n: int) -> str:
-    """The first sentence, cut to n characters: a table cell, not the whole story."""
-    text = " ".join((text or "").split())
-    cut = text.find(". ")
-    text = text[: cut + 1] if cut > 0 else text
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # --- output ----------------------------------------------------------------------------------------------

@@ -39,14 +39,13 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
     _check_status(run)
     recorded_text = _artifact(full, names.RESOLVED_CONFIG, uri)
     recorded = _recorded_spec(recorded_text)
-    original = [line for line in _artifact(full, "config/overrides.txt", uri).splitlines() if line.strip()]
+    original = [line for line in _artifact(full, names.OVERRIDES, uri).splitlines() if line.strip()]
     spec = load_spec(file, original + list(overrides))
     # What the run decided for itself (a drawn seed, what `auto` precision chose there) is in its resolved config.
-    decided = [f"training.{key}={recorded.document['training'][key]}" for key, undecided in DECIDED_BY_THE_RUN.items()
-               if spec.document["training"].get(key) == undecided]
-    if decided:
-        spec = load_spec(file, [*original, *decided, *overrides])
-    changes = _differences(recorded.document, spec.document)
+    decided = {key: getattr(recorded.training, key) for key, undecided in DECIDED_BY_THE_RUN.items()
+               if getattr(spec.training, key) == undecided}
+    spec = spec.pinned(len(original), **decided) if decided else spec
+    changes = _differences(recorded.resolved_document(), spec.resolved_document())
     _refuse_another_model(full, spec, changes)
     asked = {k: v for k, v in changes.items() if _set_by(k, overrides)}
     drift = {k: v for k, v in changes.items() if k not in asked}
@@ -79,10 +78,8 @@ def _artifact(run_id: str, path: str, uri: str) -> str:
 
 def _recorded_spec(text: str) -> Spec:
     """The resolved config the run recorded, loaded as any file is (so both sides have the same defaults)."""
-    with tempfile.TemporaryDirectory(prefix="xrun-resume-") as folder:
-        path = Path(folder) / "resolved.yaml"
-        path.write_text(text)
-        return load_spec(path)
+    # Read as a file in a folder of its own (never written), so a relative data path means nothing it did not.
+    return load_spec(Path(tempfile.gettempdir()) / "xrun-resume" / "resolved.yaml", text=text)
 
 
 def _differences(recorded: dict, now: dict) -> dict:
@@ -129,7 +126,7 @@ def _done_epochs(run: query.RunRecord) -> int:
 
 
 def _check_epochs(run: query.RunRecord, spec: Spec, done: int) -> None:
-    epochs = spec.document["training"]["epochs"]
+    epochs = spec.training.epochs
     if run.status == "FINISHED" and epochs <= done:
         raise XrunError(f"run {run.run_id[:8]} is FINISHED after {done} epochs; there is nothing left to train",
                         hint=f"to train it further, add --set training.epochs=N with N > {done}")

@@ -23,14 +23,16 @@ from rich.console import Console
 
 from runner import __version__
 from runner.errors import SIGTERM_MESSAGE, XrunError
+from runner.language.config import Config, resolve
 from runner.language.spec import Spec
 from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
-from runner.records import names, plots, store
+from runner.records import local, names, plots, store
 from runner.running import resume as resuming
+from runner.running.request import RunRequest
 from runner.training import build, callbacks, distribute, pipeline, sources
-from runner.training.settings import Settings, applied, settings_for
+from runner.training.settings import applied, settings_for
 
 
 @dataclass
@@ -55,9 +57,7 @@ class _Job:
     failed run still saves)."""
 
     run: store.Run
-    spec: Spec
-    document: dict                 # resolved, with the seed actually used
-    settings: Settings
+    config: Config                 # the experiment with this run's decisions made (seed, precision, data facts)
     console: Console
     quiet: bool
     extra_callbacks: list
@@ -76,80 +76,63 @@ class _Job:
 
 # --- the run --------------------------------------------------------------------------------------------
 
-def run_experiment(spec: Spec, *, tracking_uri: str | None = None, data_dir: str | None = None,
-                   console: Console | None = None, quiet: bool = False, parent_run_id: str | None = None,
-                   run_name: str | None = None, tags: dict | None = None, backup_dir: str | None = None,
-                   resume: str | resuming.Plan | None = None, allow_changes: bool = False,
-                   checkpoint_every: int = 1,
-                   extra_callbacks: list[keras.callbacks.Callback] = ()) -> Result:
-    """Train `spec` and record it in MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM).
-
-    `run_name` and `tags` name a sweep's child run and say which variant it is.
-    `resume` (a run id, a prefix, or a checked resuming.Plan) continues that run from its saved model; the run's
-    recorded config is the truth, `spec`'s file and overrides are checked against it (see runner/resume.py).
-    `checkpoint_every` N epochs the model is saved to the run's local journal (0: never), so a kill loses little.
-    `extra_callbacks` are Keras callbacks from code rather than the YAML (notebooks, sweeps, tests); they run
-    after xrun's own per-epoch bookkeeping, so they see learning_rate and epoch_seconds in the logs.
-    """
+def run_experiment(request: RunRequest | Spec) -> Result:
+    """Train what `request` asks (a bare Spec: with everything else as RunRequest's defaults) and record it in
+    MLflow; the run ends FINISHED, FAILED (error, NaN) or KILLED (Ctrl-C, SIGTERM)."""
     started = time.perf_counter()
-    uri = store.tracking_uri(tracking_uri)
-    if isinstance(resume, str):
-        resume = resuming.plan(spec.path, spec.overrides, resume, uri, allow_changes)
-    spec = resume.spec if resume else spec
+    request = request if isinstance(request, RunRequest) else RunRequest(request)
+    spec = request.spec
     # The strategy comes first: a multi-worker one must be set up before TensorFlow runs any operation.
     strategy = distribute.strategy_for(spec.training.distribute)
-    settings = settings_for(spec.training)
-    document = _resolved(spec, settings)
-    with applied(settings):
+    config = resolve(spec, settings_for(spec.training))  # every decision made, once
+    with applied(config.settings):
         with strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
             model = build_model(spec)  # a model that cannot be built fails here, before any run exists
-        run, checkpoint, done_epochs = _open_run(spec, document, settings, uri, resume, parent_run_id, run_name, tags)
-        job = _Job(run, spec, document, settings, console or Console(stderr=True),
-                   quiet or not distribute.is_chief(), list(extra_callbacks), model=model, strategy=strategy,
-                   backup_dir=backup_dir, checkpoint=checkpoint, initial_epoch=done_epochs,
-                   checkpoint_every=checkpoint_every, epochs_done=done_epochs, saved_epoch=done_epochs,
-                   resumed=resume or None)
+        run, checkpoint, done_epochs = _open_run(config, request)
+        job = _Job(run, config, request.console or Console(stderr=True),
+                   request.quiet or not distribute.is_chief(), list(request.extra_callbacks), model=model,
+                   strategy=strategy, backup_dir=request.backup_dir, checkpoint=checkpoint,
+                   initial_epoch=done_epochs, checkpoint_every=request.checkpoint_every, epochs_done=done_epochs,
+                   saved_epoch=done_epochs, resumed=request.resume)
         with _ends_run(job):
-            if resume:
+            if request.resume:
                 _log_resume(job)
             else:
                 _log_inputs(job)
-            result = _train(job, data_dir)
+            result = _train(job, request.data_dir)
     result.wall_seconds = time.perf_counter() - started
     return result
 
 
-def _open_run(spec: Spec, document: dict, settings: Settings, uri: str, plan: resuming.Plan | None,
-              parent_run_id, run_name, tags) -> tuple:
+def _open_run(config: Config, request: RunRequest) -> tuple:
     """The MLflow run: reopened (a dead one ended KILLED first) or new; with the saved model and its epoch."""
+    uri, plan = store.tracking_uri(request.tracking_uri), request.resume
     if plan:
         if plan.status == "RUNNING":
             store.end_dead(uri, plan.run_id)
         return store.Run.resume(uri, plan.run_id)
     if not distribute.is_chief():
         return store.NullRun(), None, 0
-    run = store.Run(uri, spec.tracking.experiment, run_name or spec.name, document.get("description", ""),
-                    parent_run_id=parent_run_id, tags={**_static_tags(spec, document, settings), **(tags or {})})
+    run = store.Run(uri, config.tracking.experiment, request.run_name or config.name, config.description,
+                    parent_run_id=request.parent_run_id, tags={**_static_tags(config), **request.tags})
     return run, None, 0
+
+
+def _resolved_yaml(config: Config) -> str:
+    """config/resolved.yaml: the config as it runs, the seed used and the precision `auto` chose here included (another
+    CPU may choose otherwise), so the file reproduces the run."""
+    return yaml.safe_dump(config.resolved(), sort_keys=False)
 
 
 def _log_resume(job: _Job) -> None:
     """What this resume changed, on the run: the config it now runs (the earlier one kept beside it)."""
     run, plan = job.run, job.resumed
-    run.set_tags({"xrun.resumed_from_epoch": job.initial_epoch, names.END_REASON: "",
-                  "xrun.resume_changes": resuming.changes_text(plan.changes) or "none"})
+    run.set_tags({names.RESUMED_FROM_EPOCH: job.initial_epoch, names.END_REASON: "",
+                  names.RESUME_CHANGES: resuming.changes_text(plan.changes) or "none"})
     if plan.changes:
-        run.log_text(plan.recorded_text, f"config/resolved.before-epoch-{job.initial_epoch + 1}.yaml")
-        run.log_text(yaml.safe_dump(job.document, sort_keys=False), names.RESOLVED_CONFIG)
-        run.log_text("\n".join(job.spec.overrides) + "\n", "config/overrides.txt")
-
-
-def _resolved(spec: Spec, settings: Settings) -> dict:
-    """The config as it runs: with the seed actually used and the precision `auto` chose on this machine (another
-    CPU may choose otherwise), so the resolved YAML reproduces the run."""
-    document = dict(spec.document)
-    document["training"] = {**document["training"], "seed": settings.seed, "precision": settings.precision}
-    return document
+        run.log_text(plan.recorded_text, names.RESOLVED_BEFORE_EPOCH.format(epoch=job.initial_epoch + 1))
+        run.log_text(_resolved_yaml(job.config), names.RESOLVED_CONFIG)
+        run.log_text("\n".join(job.config.overrides) + "\n", names.OVERRIDES)
 
 
 @contextmanager
@@ -261,14 +244,13 @@ def _store_failed(job: _Job, exc: store.StoreFailed, status: str) -> None:
     """One line: what failed, where the run and its model are, and the command that delivers them."""
     message = f"{exc}; deliver it with: {_sync_command(job)}"
     if status == "FINISHED":
-        raise XrunError(message, where=str(job.spec.path)) from None
+        raise XrunError(message, where=str(job.config.path)) from None
     job.console.print(f"xrun: {message}", highlight=False, soft_wrap=True)
 
 
 def _store_option(job: _Job) -> str:
     """`--tracking-uri URI` unless the run is in the store a plain `xrun` here would use."""
-    default = f"sqlite:///{(Path('mlruns') / 'mlflow.db').resolve()}"
-    plain = "MLFLOW_TRACKING_URI" not in os.environ and job.run.uri == default
+    plain = names.TRACKING_URI_ENV not in os.environ and job.run.uri == local.default_uri()
     return "" if plain else f" --tracking-uri {job.run.uri}"
 
 
@@ -277,7 +259,7 @@ def _sync_command(job: _Job) -> str:
 
 
 def _resume_command(job: _Job) -> str:
-    return f"xrun {job.spec.path} --resume {job.run.run_id[:8]}" + _store_option(job)
+    return f"xrun {job.config.path} --resume {job.run.run_id[:8]}" + _store_option(job)
 
 
 def _save_partial(job: _Job) -> None:
@@ -293,12 +275,13 @@ def _checkpoint(job: _Job, epoch: int) -> None:
     job.saved_epoch = epoch
 
 
-def _static_tags(spec: Spec, document: dict, settings: Settings) -> dict:
+def _static_tags(config: Config) -> dict:
+    spec, settings = config, config.settings
     return {**(spec.tracking.tags or {}),
-            "xrun.version": __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
+            names.VERSION: __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
             "python.version": platform.python_version(), "device": settings.device,
             "precision": settings.precision, "jit_compile": settings.jit_compile,
-            "deterministic": settings.deterministic, "experiment.file": str(spec.path), **_git_tags(spec.path)}
+            "deterministic": settings.deterministic, names.EXPERIMENT_FILE: str(spec.path), **_git_tags(spec.path)}
 
 
 def _git_tags(path: Path) -> dict:
@@ -316,13 +299,13 @@ def _git_tags(path: Path) -> dict:
 
 
 def _log_inputs(job: _Job) -> None:
-    run, spec, settings = job.run, job.spec, job.settings
-    run.log_text(spec.text, f"config/{spec.path.name}")
-    run.log_text(yaml.safe_dump(job.document, sort_keys=False), names.RESOLVED_CONFIG)
-    run.log_text("\n".join(spec.overrides) + ("\n" if spec.overrides else ""), "config/overrides.txt")
+    run, spec, settings = job.run, job.config.spec, job.config.settings
+    run.log_text(spec.text, names.CONFIG.format(name=spec.path.name))
+    run.log_text(_resolved_yaml(job.config), names.RESOLVED_CONFIG)
+    run.log_text("\n".join(spec.overrides) + ("\n" if spec.overrides else ""), names.OVERRIDES)
     for base in spec.files[1:]:
-        run.log_text(base.read_text(), f"config/bases/{base.name}")
-    params = store.flatten(job.document)
+        run.log_text(base.read_text(), names.BASE_CONFIG.format(name=base.name))
+    params = store.flatten(job.config.resolved())
     params.update({"runtime.precision": settings.precision, "runtime.jit_compile": settings.jit_compile,
                    "runtime.steps_per_execution": settings.steps_per_execution,
                    "runtime.deterministic": settings.deterministic, "runtime.seed_given": settings.seed_given,
@@ -331,25 +314,25 @@ def _log_inputs(job: _Job) -> None:
 
 
 def _train(job: _Job, data_dir) -> Result:
-    data_spec, training = job.document["data"], job.document["training"]
-    dataset = sources.load(job.spec, data_dir, job.settings.seed)
-    sources.check_model(job.model, dataset, job.spec)  # before anything trains: shape and class count
+    config = job.config
+    dataset = sources.load(config, data_dir, config.training.seed)
+    sources.check_model(job.model, dataset, config)  # before anything trains: shape and class count
     if dataset.skipped:
         job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip), "
                           f"the first: {dataset.skipped[0]}", highlight=False, soft_wrap=True)
-    job.run.set_tags({**dataset.tags(), **_validation_tags(data_spec)})
-    splits = pipeline.split(dataset, data_spec)
+    job.run.set_tags({**dataset.tags(), **_validation_tags(config.data.validation)})
+    splits = pipeline.split(dataset, config.data)
     job.run.log_dataset(dataset.name, dataset.source, dataset.fingerprint, dataset.kind,
                         {"train": len(splits.y_train), "test": len(splits.y_test),
                          "val": 0 if splits.y_val is None else len(splits.y_val)})
-    spe = pipeline.steps_per_epoch(len(splits.x_train), training["batch_size"])
+    spe = pipeline.steps_per_epoch(len(splits.x_train), config.training.batch_size)
     with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
         model = job.model  # built before the run was created
-        _compile(model, job.document, job.settings, spe)
+        _compile(model, config, spe)
         if job.checkpoint is not None:
             _restore(model, job.checkpoint)
     if job.checkpoint is None:
-        _log_model_facts(job.run, model, job.spec, splits)
+        _log_model_facts(job.run, model, config, splits)
         _log_distribution(job)
     history = _fit(job, splits, spe)
     return _finish(job, dataset, splits, history)
@@ -370,34 +353,35 @@ def _log_distribution(job: _Job) -> None:
     replicas = job.strategy.num_replicas_in_sync
     job.run.log_params({"runtime.distribute": type(job.strategy).__name__, "runtime.replicas": replicas,
                         "runtime.workers": distribute.worker_count(),
-                        "runtime.global_batch_size": job.document["training"]["batch_size"],
-                        "runtime.per_replica_batch_size": job.document["training"]["batch_size"] // replicas})
+                        "runtime.global_batch_size": job.config.training.batch_size,
+                        "runtime.per_replica_batch_size": job.config.training.batch_size // replicas})
 
 
-def _validation_tags(data_spec: dict) -> dict:
-    if data_spec.get("validation") == "test":
+def _validation_tags(validation: str) -> dict:
+    if validation == "test":
         return {names.VALIDATION: "test set (model selection saw the test data, as in the seed notebook)"}
-    return {names.VALIDATION: data_spec["validation"]}
+    return {names.VALIDATION: validation}
 
 
-def _compile(model, document: dict, settings: Settings, spe: int) -> None:
-    model.compile(optimizer=build.optimizer(document["optimizer"], spe, document["training"]["epochs"]),
-                  loss=build.loss(document["loss"]), metrics=list(document["metrics"]),
+def _compile(model, config: Config, spe: int) -> None:
+    settings = config.settings
+    model.compile(optimizer=build.optimizer(config.optimizer, spe, config.training.epochs),
+                  loss=build.loss(config.loss), metrics=list(config.metrics),
                   jit_compile=settings.jit_compile, steps_per_execution=settings.steps_per_execution)
 
 
-def _log_model_facts(run, model, spec: Spec, splits: pipeline.Splits) -> None:
+def _log_model_facts(run, model, spec: Config, splits: pipeline.Splits) -> None:
     info = model_summary.model_info(model, spec.graph)
     run.log_params({"model.total_params": info["total_params"], "model.trainable_params": info["trainable_params"],
                     "model.non_trainable_params": info["non_trainable_params"],
                     "data.train_examples": len(splits.x_train),
                     "data.val_examples": 0 if splits.x_val is None else len(splits.x_val),
                     "data.test_examples": len(splits.x_test)})
-    run.log_text(_summary_text(info, spec), "model_summary.txt")
-    run.log_dict(info, "model_summary.json")
+    run.log_text(_summary_text(info, spec), names.MODEL_SUMMARY_TEXT)
+    run.log_dict(info, names.MODEL_SUMMARY_JSON)
 
 
-def _summary_text(info: dict, spec: Spec) -> str:
+def _summary_text(info: dict, spec: Config) -> str:
     # The table of `xrun summary`, rendered wide enough for every column: Keras's own summary draws on a console
     # as wide as the terminal (80 columns without one), which cuts off the shapes and parameter counts.
     out = io.StringIO()
@@ -407,11 +391,11 @@ def _summary_text(info: dict, spec: Spec) -> str:
 
 
 def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
-    document, training = job.document, job.spec.training
-    one_hot = _one_hot_classes(document, splits)
+    config, training = job.config, job.config.training
+    one_hot = _one_hot_classes(config, splits)
     train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training.batch_size,
-                                      shuffle=training.shuffle, seed=job.settings.seed,
-                                      augmentation=document.get("augmentation"), one_hot_classes=one_hot)
+                                      shuffle=training.shuffle, seed=training.seed,
+                                      augmentation=config.augmentation, one_hot_classes=one_hot)
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
         splits.x_val, splits.y_val, batch_size=training.batch_size, one_hot_classes=one_hot)
     if distribute.worker_count() > 1:
@@ -425,14 +409,14 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
     # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger).
     cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, _EpochsDone(job), callbacks.TrackEpochs(job.run),
            _Checkpoints(job),
-           *build.callbacks(document.get("callbacks") or [], job.run.artifact_dir), *job.extra_callbacks,
+           *build.callbacks(config.callbacks, job.run.artifact_dir), *job.extra_callbacks,
            history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
                   initial_epoch=job.initial_epoch,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
-                        where=str(job.spec.path), hint="lower optimizer.learning_rate, or add clipnorm")
+                        where=str(job.config.path), hint="lower optimizer.learning_rate, or add clipnorm")
     return history.history
 
 
@@ -469,19 +453,19 @@ def _backup(job: _Job) -> list:
         return []
     # One folder per worker: Keras 3's BackupAndRestore writes one file, which workers sharing a disk would fight
     # over; the weights are the same on every worker, so each restores its own copy.
-    folder = Path(job.backup_dir or Path(".xrun-backup") / job.spec.name) / f"worker-{distribute.worker_index()}"
+    folder = Path(job.backup_dir or Path(".xrun-backup") / job.config.name) / f"worker-{distribute.worker_index()}"
     return [keras.callbacks.BackupAndRestore(str(folder))]
 
 
-def _one_hot_classes(document: dict, splits: pipeline.Splits) -> int | None:
+def _one_hot_classes(config: Config, splits: pipeline.Splits) -> int | None:
     classes = len(splits.class_names)
-    return classes if build.wants_one_hot(document["loss"]) else None
+    return classes if build.wants_one_hot(config.loss) else None
 
 
 def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Result:
-    run, model, document = job.run, job.model, job.document
-    test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=document["training"]["batch_size"],
-                                    one_hot_classes=_one_hot_classes(document, splits))
+    run, model, config = job.run, job.model, job.config
+    test_ds = pipeline.eval_dataset(splits.x_test, splits.y_test, batch_size=config.training.batch_size,
+                                    one_hot_classes=_one_hot_classes(config, splits))
     scoring = _scoring_model(job)
     scores = scoring.evaluate(test_ds, return_dict=True, verbose=0)
     trained = len(history.get("loss", []))
@@ -491,13 +475,13 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     if trained and run.journal is not None:  # the model as it finished (EarlyStopping may have restored another)
         _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
-    _log_figures(run, document, dataset, splits, history, scoring, test_ds)
+    _log_figures(run, config, dataset, splits, history, scoring, test_ds)
     _log_checkpoints(run)
     logged = run.tags.get(names.MODEL_URI)
     with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
-        if job.spec.tracking.log_model and not (logged and not trained):  # a resume that trained nothing logs
+        if config.tracking.log_model and not (logged and not trained):  # a resume that trained nothing logs
             try:                                                             # no second model
-                result.model_uri = _log_model(run, model, document, dataset, splits.x_test[:8])
+                result.model_uri = _log_model(run, model, config.name, dataset, splits.x_test[:8])
                 run.set_tags({names.MODEL_URI: result.model_uri})
             except Exception as exc:
                 if not store.is_store_error(exc):
@@ -513,7 +497,7 @@ def _scoring_model(job: _Job) -> keras.Model:
     if standalone.computes_in_float32(job.model):
         return job.model
     copy = standalone.float32_copy(job.model)
-    copy.compile(loss=build.loss(job.document["loss"]), metrics=list(job.document["metrics"]))  # scores only
+    copy.compile(loss=build.loss(job.config.loss), metrics=list(job.config.metrics))  # scores only
     return copy
 
 
@@ -527,14 +511,14 @@ def _whole_history(job: _Job, history: dict) -> dict:
     return {k: earlier.get(k, []) + list(history.get(k, [])) for k in keys}
 
 
-def _log_model(run, model: keras.Model, document: dict, dataset, sample: np.ndarray) -> str:
+def _log_model(run, model: keras.Model, name: str, dataset, sample: np.ndarray) -> str:
     """The model as it is used: raw uint8 images in (training's scaling inside it), class probabilities out, named
     after the experiment, with its class names and test scores."""
     dtype = "uint8" if sample.dtype == np.uint8 else "float32"  # stored pixels, or floats the pipeline takes as is
     sample = sample.astype(dtype)
-    served = standalone.standalone(model, sample.shape[1:], document["name"], dtype=dtype)
-    facts = standalone.metadata(document["name"], dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype)
-    return run.log_model(served, sample, served.predict(sample, verbose=0), name=document["name"], metadata=facts,
+    served = standalone.standalone(model, sample.shape[1:], name, dtype=dtype)
+    facts = standalone.metadata(name, dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype)
+    return run.log_model(served, sample, served.predict(sample, verbose=0), name=name, metadata=facts,
                          linked_metrics=("test_loss", "test_accuracy"))
 
 
@@ -562,19 +546,19 @@ def _final_metrics(result: Result) -> dict:
     return out
 
 
-def _log_figures(run, document: dict, dataset, splits, history: dict, model, test_ds) -> None:
-    if not document["tracking"]["log_images"]:
+def _log_figures(run, config: Config, dataset, splits, history: dict, model, test_ds) -> None:
+    if not config.tracking.log_images:
         return  # nor the test set's second pass the confusion matrix needs
     predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
-    names = list(dataset.class_names)
-    run.log_figure(plots.learning_curves(history, title=document["name"]), "plots/learning_curves.png")
-    figure, matrix = plots.confusion_matrix(splits.y_test, predicted, names)
-    run.log_figure(figure, "plots/confusion_matrix.png")
-    run.log_text(_matrix_text(matrix, names), "plots/confusion_matrix.csv")
-    run.log_figure(plots.misclassified(splits.x_test, splits.y_test, predicted, names), "plots/misclassified.png")
-    preview = pipeline.augmented_preview(splits.x_train, document.get("augmentation"), document["training"]["seed"])
+    classes = list(dataset.class_names)
+    run.log_figure(plots.learning_curves(history, title=config.name), names.LEARNING_CURVES_PLOT)
+    figure, matrix = plots.confusion_matrix(splits.y_test, predicted, classes)
+    run.log_figure(figure, names.CONFUSION_MATRIX_PLOT)
+    run.log_text(_matrix_text(matrix, classes), names.CONFUSION_MATRIX_CSV)
+    run.log_figure(plots.misclassified(splits.x_test, splits.y_test, predicted, classes), names.MISCLASSIFIED_PLOT)
+    preview = pipeline.augmented_preview(splits.x_train, config.augmentation, config.training.seed)
     if preview is not None:
-        run.log_figure(plots.augmented_samples(*preview), "plots/augmented_samples.png")
+        run.log_figure(plots.augmented_samples(*preview), names.AUGMENTED_SAMPLES_PLOT)
 
 
 def _matrix_text(matrix: np.ndarray, names: list[str]) -> str:
@@ -586,9 +570,9 @@ def _matrix_text(matrix: np.ndarray, names: list[str]) -> str:
 def _log_checkpoints(run) -> None:
     """What the YAML's ModelCheckpoint and CSVLogger wrote into the run's folder, the journal's checkpoint
     (checkpoints/last.keras) and a failed run's error.txt."""
-    for path in sorted(run.artifact_dir.glob("checkpoints/*")):
+    for path in sorted(run.artifact_dir.glob(f"{names.CHECKPOINTS}/*")):
         if ".partial" not in path.name:  # a save cut short by a kill is no checkpoint
-            run.log_file(path, "checkpoints")
+            run.log_file(path, names.CHECKPOINTS)
     for name in ("history.csv", names.ERROR_FILE):
         for path in sorted(run.artifact_dir.glob(name)):
             run.log_file(path)

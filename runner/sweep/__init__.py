@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from runner.errors import SIGTERM_MESSAGE
+from runner.records import names
 from runner.sweep.space import (
     Plan,
     Space,
@@ -31,9 +32,6 @@ from runner.sweep.space import (
 
 __all__ = ["Plan", "Space", "Variant", "describe", "parse_grid_option", "plan", "prepare", "run_sweep",
            "short_name", "space", "variant_of", "yaml_value"]
-
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
 
 
 def plan(path: Path, overrides: list[str], cli_grid: list[str]) -> Plan:
@@ -53,9 +51,11 @@ class Report:
     order: dict                 # variant key -> its place in the grid
 
 
-def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *, uri: str, storage: str | None = None,
+def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *,  # noqa: PLR0913 - a keyword per CLI option
+              uri: str, storage: str | None = None,
               jobs: int = 1, data_dir=None, console=None, progress: Callable[[str], None] | None = None,
-              heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS, wrap_up: bool = True) -> Report:
+              heartbeat: int = names.TRIAL_HEARTBEAT_SECONDS, grace: int = names.TRIAL_GRACE_SECONDS,
+              wrap_up: bool = True) -> Report:
     """Work on the sweep's study until it has nothing left to run; with `jobs` > 1 in that many processes."""
     from runner.sweep import study as st
     from runner.sweep import trials
@@ -114,9 +114,9 @@ def _finish(study, p: Plan, parent_id: str, uri: str, url: str, trained: list, w
     now = st.progress(study, p.space)
     if now.finished and wrap_up:
         _end_parent(study, p, parent_id, uri)
-    failures = [(t.user_attrs.get("xrun.variant", ""), t.user_attrs.get("xrun.error", "failed"))
+    failures = [(t.user_attrs.get(names.VARIANT, ""), t.user_attrs.get(names.ERROR, "failed"))
                 for t in study.get_trials(deepcopy=False)
-                if t.state.name == "FAIL" and "xrun.error" in t.user_attrs]
+                if t.state.name == "FAIL" and names.ERROR in t.user_attrs]
     order = {v.key: i for i, v in enumerate(p.space.points())} if p.space.method == "grid" else {}
     return Report(parent_id, p.study_name, st.redacted(url), now.done, failures, trained, now.finished, order)
 
@@ -128,14 +128,15 @@ def _new_parent(p: Plan, uri: str, url: str) -> str:
     from runner.sweep import study as st
 
     base, s = p.base, p.space
-    tags = {"xrun.sweep": "parent", "xrun.sweep_key": p.key, "xrun.study": p.study_name,
-            "xrun.study_storage": st.redacted(url), "xrun.method": s.method, "xrun.metric": s.metric,
-            "xrun.direction": s.direction, "xrun.pruner": s.pruner["type"], "xrun.trials": s.target,
-            "experiment.file": str(base.path)}
-    texts = {f"config/{base.path.name}": base.text, "sweep/space.txt": "".join(f"{x}\n" for x in describe(s)),
-             "config/overrides.txt": "".join(f"{o}\n" for o in p.overrides)}
-    return store.plain_run(uri, base.document["tracking"]["experiment"], f"{base.name} sweep",
-                           base.document.get("description", ""), tags, texts)
+    tags = {names.SWEEP: "parent", names.SWEEP_KEY: p.key, names.STUDY: p.study_name,
+            names.STUDY_STORAGE: st.redacted(url), names.SEARCH_METHOD: s.method, names.METRIC: s.metric,
+            names.DIRECTION: s.direction, names.PRUNER: s.pruner["type"], names.TRIALS: s.target,
+            names.EXPERIMENT_FILE: str(base.path)}
+    texts = {names.CONFIG.format(name=base.path.name): base.text,
+             names.SWEEP_SPACE: "".join(f"{x}\n" for x in describe(s)),
+             names.OVERRIDES: "".join(f"{o}\n" for o in p.overrides)}
+    return store.plain_run(uri, base.tracking.experiment, names.SWEEP_RUN_NAME.format(name=base.name),
+                           base.description, tags, texts)
 
 
 def _reopen(parent_id: str, uri: str) -> None:

@@ -6,10 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-import optuna  # noqa: E402
-from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
+import optuna
+from optuna.visualization import matplotlib as optuna_plots
 
-from runner.sweep.space import Space, values_of, yaml_value  # noqa: E402
+from runner.records import names
+from runner.sweep.space import Space, values_of, yaml_value
 
 
 def of(study: optuna.Study, s: Space) -> dict:
@@ -17,16 +18,16 @@ def of(study: optuna.Study, s: Space) -> dict:
     completed with different values), sweep/best_trial.json, and the best trial's values as `best.KEY` tags."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        return {"tags": {"xrun.best": "no trial completed"}}
-    files = {"plots/optimization_history.png": optuna_plots.plot_optimization_history(study).figure,
+        return {"tags": {names.BEST: "no trial completed"}}
+    files = {names.OPTIMIZATION_HISTORY_PLOT: optuna_plots.plot_optimization_history(study).figure,
              **_importances(study, complete)}
     best = study.best_trial
     values = values_of(best.params, s)
-    files["sweep/best_trial.json"] = {"trial": best.number, "value": best.value, "metric": s.metric,
-                                      "direction": s.direction, "params": values,
-                                      "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
+    files[names.SWEEP_BEST] = {"trial": best.number, "value": best.value, "metric": s.metric,
+                               "direction": s.direction, "params": values,
+                               "mlflow_run_id": best.user_attrs.get(names.TRIAL_RUN_ID)}
     tags = {**{f"best.{k}": yaml_value(v) for k, v in values.items()}, "best.trial": best.number,
-            "best.run_id": best.user_attrs.get("mlflow_run_id", "")}
+            "best.run_id": best.user_attrs.get(names.TRIAL_RUN_ID, "")}
     return {"tags": tags, "files": files,
             "metrics": {f"best_{s.metric}": best.value, "trials_complete": len(complete)}}
 
@@ -38,7 +39,7 @@ def _importances(study: optuna.Study, complete: list) -> dict:
     try:
         figure = optuna_plots.plot_param_importances(study, params=varied).figure
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. every trial scored the same
-        return {"plots/param_importances.txt": f"no parameter importances: {exc}\n"}
+        return {names.PARAM_IMPORTANCES_TEXT: f"no parameter importances: {exc}\n"}
     figure.set_size_inches(8, 1.5 + 0.5 * len(varied))
     figure.tight_layout()
-    return {"plots/param_importances.png": figure}
+    return {names.PARAM_IMPORTANCES_PLOT: figure}

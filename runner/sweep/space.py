@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import Location, XrunError
+from runner.language.sections import Sweep, plain
 from runner.language.source import parse, python_tuple
 from runner.language.spec import Spec, load_spec
 
@@ -108,8 +109,8 @@ def _parse_value(raw: str, where: Location):
 
 def space(spec: Spec, cli_grid: list[str] = ()) -> Space:
     """The sweep section (schema defaults filled) plus --grid, checked for what the schema cannot say."""
-    section = spec.document.get("sweep") or {}
-    grid, rand = dict(section.get("grid") or {}), dict(section.get("random") or {})
+    section = spec.sections.sweep or Sweep(None, None, None, None, "val_accuracy", None, "none", 0)
+    grid, rand = plain(section.grid or {}), plain(section.random or {})
     both = sorted(set(grid) & set(rand))
     if both:
         raise XrunError(f"{both[0]} is both in sweep.grid and sweep.random", where=spec.locate(("sweep", "random")),
@@ -120,12 +121,12 @@ def space(spec: Spec, cli_grid: list[str] = ()) -> Space:
     if not grid and not rand:
         raise XrunError("nothing to sweep", where=spec.locate(("name",)),
                         hint="add a `sweep:` section with grid/random, or pass --grid KEY=V1,V2")
-    method = section.get("method") or ("random" if rand else "grid")
-    metric = section.get("metric", "val_accuracy")
-    direction = section.get("direction") or ("minimize" if metric.endswith("loss") else "maximize")
-    pruner = section.get("pruner", "none")
-    out = Space(grid, rand, method, section.get("trials"), metric, direction,
-                pruner if isinstance(pruner, dict) else {"type": pruner}, section.get("seed", 0))
+    method = section.method or ("random" if rand else "grid")
+    metric = section.metric
+    direction = section.direction or ("minimize" if metric.endswith("loss") else "maximize")
+    pruner = plain(section.pruner)
+    out = Space(grid, rand, method, section.trials, metric, direction,
+                pruner if isinstance(pruner, dict) else {"type": pruner}, section.seed)
     _check(spec, out)
     return out
 
@@ -148,7 +149,6 @@ def _check(spec: Spec, s: Space) -> None:
 
 def _check_metric(spec: Spec, s: Space) -> None:
     """The metric must be one the runs log: an epoch metric of the compiled model, or a test score."""
-    document = spec.document
     if s.metric in ("test_accuracy", "test_loss"):
         if s.pruner["type"] != "none":
             raise XrunError(f"{s.metric} is measured once, after training: a pruner has nothing to compare per "
@@ -156,8 +156,8 @@ def _check_metric(spec: Spec, s: Space) -> None:
                             hint="prune on an epoch metric (metric: val_accuracy), or use pruner: none")
         return
     base = s.metric.removeprefix("val_")
-    known = ["loss", *document.get("metrics", ["accuracy"])]
-    validated = document["data"].get("validation") != "none"
+    known = ["loss", *spec.sections.metrics]
+    validated = spec.data.validation != "none"
     if base not in known or (s.metric.startswith("val_") and not validated):
         names = [*known, *(f"val_{k}" for k in known if validated), "test_accuracy", "test_loss"]
         raise XrunError(f"the runs log no metric '{s.metric}'", where=spec.locate(("sweep", "metric")),
@@ -246,13 +246,13 @@ def _ends(dist: dict) -> list:
 
 def sweep_key(spec: Spec, s: Space) -> str:
     """Identifies 'the same sweep' across restarts and machines: the experiment as resolved, and what it varies."""
-    blob = json.dumps([spec.document, s.grid, s.random], sort_keys=True, default=str)
+    blob = json.dumps([spec.resolved_document(), s.grid, s.random], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def shared_seed(base: Spec, key: str) -> list[str]:
     """Variants of an unseeded experiment share one seed (derived from the sweep), so only the swept keys differ."""
-    if base.document["training"].get("seed") is not None:
+    if base.training.seed is not None:
         return []
     return [f"training.seed={int(key[:8], 16) % 2**31}"]
 
@@ -273,9 +273,7 @@ class Plan:
 
     def load(self, variant: Variant) -> Spec:
         """One trial's experiment; its `sweep` section (the family it came from) stays with the parent run."""
-        spec = load_spec(self.path, [*self.overrides, *variant.overrides])
-        spec.document.pop("sweep", None)
-        return spec
+        return load_spec(self.path, [*self.overrides, *variant.overrides]).without_sweep()
 
 
 def prepare(path: Path, overrides: list[str], cli_grid: list[str]) -> Plan:

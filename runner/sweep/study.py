@@ -16,16 +16,17 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from runner.errors import XrunError
+from runner.records import names
 from runner.sweep.space import Space, choices
+from runner.text import one_line
 
 STORAGE_ENV = "XRUN_STUDY_STORAGE"
-PARENT_ATTR = "xrun.parent_run_id"
-SURPLUS_ATTR = "xrun.surplus"
 PARENT_WAIT_SECONDS = 120
 OPEN_ATTEMPTS = 5  # opening a server database, for workers that start together
 
@@ -34,17 +35,43 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # xrun prints one line per t
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
-SAMPLERS = {
-    "random": lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
-    "tpe": lambda space, seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-    "cmaes": lambda space, seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-}
-PRUNERS = {
-    "none": optuna.pruners.NopPruner,
-    "median": optuna.pruners.MedianPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-}
+@dataclass(frozen=True)
+class Sampler:
+    """One `sweep.method`: how its Optuna sampler is made from the space and a seed."""
+
+    name: str
+    make: Callable[[Space, int], optuna.samplers.BaseSampler]
+    # The grid keeps one seed on every worker (a grid id means the same point everywhere); the other samplers are
+    # seeded per trial, so workers do not draw the same values.
+    seeded_per_trial: bool = True
+
+
+@dataclass(frozen=True)
+class Pruner:
+    """One `sweep.pruner` type: the Optuna pruner it makes from the YAML's arguments."""
+
+    name: str
+    make: Callable[..., optuna.pruners.BasePruner]
+
+
+def _grid(s: Space, seed: int) -> optuna.samplers.GridSampler:
+    return optuna.samplers.GridSampler({k: choices(v) for k, v in s.grid.items()}, seed=seed)
+
+
+# The one table of each: a new method or pruner is its schema enum entry and an entry here
+# (tests/sweep/test_study_tables.py checks both against the schema).
+SAMPLERS = {entry.name: entry for entry in (
+    Sampler("grid", _grid, seeded_per_trial=False),
+    Sampler("random", lambda space, seed: optuna.samplers.RandomSampler(seed=seed)),
+    Sampler("tpe", lambda space, seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True)),
+    Sampler("cmaes", lambda space, seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)),
+)}
+PRUNERS = {entry.name: entry for entry in (
+    Pruner("none", optuna.pruners.NopPruner),
+    Pruner("median", optuna.pruners.MedianPruner),
+    Pruner("hyperband", optuna.pruners.HyperbandPruner),
+    Pruner("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+)}
 
 
 # --- storage -------------------------------------------------------------------------------------------------
@@ -54,12 +81,12 @@ def storage_url(explicit: str | None, tracking_uri: str) -> str:
     url = explicit or os.environ.get(STORAGE_ENV)
     if url:
         return url
-    folder = Path("mlruns")
-    if tracking_uri.startswith("sqlite:///"):
-        db = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    folder = Path(names.STORE_DIR)
+    if tracking_uri.startswith(names.SQLITE_PREFIX):
+        db = tracking_uri.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0]
         folder = Path(db).parent if db not in ("", ":memory:") else folder
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    return f"{names.SQLITE_PREFIX}{(folder / names.STUDY_DB).resolve()}"
 
 
 def redacted(url: str) -> str:
@@ -77,14 +104,14 @@ def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.st
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are, since 2.9
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
                                                   grace_period=grace, heartbeat_stale_trial_callback=on_stale)
-        except Exception as exc:  # a wrong URL, a database that is down, a missing driver
+        except Exception as exc:  # noqa: BLE001 - a wrong URL, a database that is down, a missing driver
             # Workers on several machines creating a new server database's tables at once collide (PostgreSQL
             # refuses the second CREATE TABLE): the tables are there a moment later, so try again.
             if attempt + 1 < OPEN_ATTEMPTS and _creation_race(exc):
                 time.sleep(1 + attempt)
                 continue
             error = exc
-    raise XrunError(f"cannot open the study storage {redacted(url)} ({_short(error)})",
+    raise XrunError(f"cannot open the study storage {redacted(url)} ({one_line(error, 200)})",
                     hint="check --storage / $XRUN_STUDY_STORAGE (e.g. postgresql://user:pw@host/db), or "
                          "leave it out for a SQLite file beside the MLflow store") from None
 
@@ -116,24 +143,18 @@ class _creation_lock:
             self.file.close()
 
 
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200]
-
-
 # --- the study -----------------------------------------------------------------------------------------------
 
 def sampler(s: Space, trial: int) -> optuna.samplers.BaseSampler:
-    """The grid keeps one seed on every worker (a grid id means the same point everywhere); the other samplers
-    are seeded per trial, from the sweep's seed and the trial number, so workers do not draw the same values and
-    sweep seeds 0 and 1 are not the same draws shifted by one trial."""
-    if s.method == "grid":
-        return optuna.samplers.GridSampler({k: choices(v) for k, v in s.grid.items()}, seed=s.seed)
-    return SAMPLERS[s.method](s, (s.seed * 1_000_003 + trial) % 2**32)
+    """The method's sampler; one seeded per trial draws from the sweep's seed and the trial number, so sweep seeds
+    0 and 1 are not the same draws shifted by one trial."""
+    entry = SAMPLERS[s.method]
+    return entry.make(s, (s.seed * 1_000_003 + trial) % 2**32 if entry.seeded_per_trial else s.seed)
 
 
 def pruner(s: Space) -> optuna.pruners.BasePruner:
     arguments = {k: v for k, v in s.pruner.items() if k != "type"}
-    return PRUNERS[s.pruner["type"]](**arguments)
+    return PRUNERS[s.pruner["type"]].make(**arguments)
 
 
 def create_or_load(name: str, storage, s: Space, make_parent) -> tuple[optuna.Study, str]:
@@ -148,20 +169,20 @@ def create_or_load(name: str, storage, s: Space, make_parent) -> tuple[optuna.St
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(s, 0), pruner=pruner(s))
         return study, _wait_for_parent(study)
-    study.set_user_attr(PARENT_ATTR, make_parent())
-    study.set_user_attr("xrun.metric", s.metric)
-    return study, study.user_attrs[PARENT_ATTR]
+    study.set_user_attr(names.PARENT_RUN_ID, make_parent())
+    study.set_user_attr(names.METRIC, s.metric)
+    return study, study.user_attrs[names.PARENT_RUN_ID]
 
 
 def _wait_for_parent(study: optuna.Study) -> str:
     deadline = time.monotonic() + PARENT_WAIT_SECONDS
-    while PARENT_ATTR not in study.user_attrs:
+    while names.PARENT_RUN_ID not in study.user_attrs:
         if time.monotonic() > deadline:
             raise XrunError(f"study {study.study_name} has no MLflow parent run after {PARENT_WAIT_SECONDS}s "
                             "(the worker that created it stopped before making one)",
                             hint="delete the study (optuna delete-study) and start the sweep again")
         time.sleep(1)
-    return study.user_attrs[PARENT_ATTR]
+    return study.user_attrs[names.PARENT_RUN_ID]
 
 
 # --- which trials are left -----------------------------------------------------------------------------------
@@ -180,7 +201,7 @@ class Progress:
 
 
 def progress(study: optuna.Study, s: Space) -> Progress:
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(names.SURPLUS)]
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     taken = len({_slot(t) for t in trials if "failed_trial" not in t.system_attrs})

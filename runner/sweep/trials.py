@@ -10,9 +10,10 @@ from typing import Callable
 import optuna
 
 from runner.errors import XrunError
-from runner.records import query, store
+from runner.records import names, query, store
 from runner.sweep import study as st
 from runner.sweep.space import Plan, Variant, choices, from_choice, short_name, variant_of
+from runner.text import one_line
 
 POLL_SECONDS = 2.0
 
@@ -79,13 +80,13 @@ class Worker:
     def objective(self, trial: optuna.Trial) -> float:
         s = self.plan.space
         if st.is_surplus(self.study, trial, s):
-            trial.set_user_attr(st.SURPLUS_ATTR, True)
+            trial.set_user_attr(names.SURPLUS, True)
             raise Surplus()
         if s.method != "grid":
             self.study.sampler = st.sampler(s, trial.number)
         values = suggest(trial, s)
         variant = variant_of(values)
-        trial.set_user_attr("xrun.variant", variant.key)
+        trial.set_user_attr(names.VARIANT, variant.key)
         self.say(f"[trial {trial.number}] {variant.key}: training")
         started = time.perf_counter()
         try:
@@ -95,33 +96,34 @@ class Worker:
             raise
 
     def _train(self, trial: optuna.Trial, values: dict, variant: Variant, started: float) -> float:
+        from runner.running.request import RunRequest
         from runner.running.run import run_experiment
 
         s, number = self.plan.space, trial.number
         report = report_callback(trial, s.metric)
         try:
             spec = self.plan.load(variant)
-            result = run_experiment(spec, tracking_uri=self.uri, data_dir=self.data_dir, console=self.console,
-                                    quiet=True, parent_run_id=self.parent_id,
-                                    run_name=f"{spec.name} [{short_name(values)}]", extra_callbacks=[report],
-                                    tags={"xrun.variant": variant.key, "xrun.study": self.study.study_name,
-                                          "xrun.trial": number})
-        except Exception as exc:  # a failing trial is recorded FAILED; the sweep goes on
+            result = run_experiment(RunRequest(
+                spec, tracking_uri=self.uri, data_dir=self.data_dir, console=self.console, quiet=True,
+                parent_run_id=self.parent_id, run_name=names.TRIAL_RUN_NAME.format(name=spec.name, variant=short_name(values)),
+                extra_callbacks=(report,),
+                tags={names.VARIANT: variant.key, names.STUDY: self.study.study_name, names.TRIAL: number}))
+        except Exception as exc:  # noqa: BLE001 - a failing trial is recorded FAILED; the sweep goes on
             message = exc.line() if isinstance(exc, XrunError) else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("xrun.error", _one_line(message))
-            self._done(number, variant, "FAILED", started, f": {_one_line(message)}")
+            trial.set_user_attr(names.ERROR, one_line(message, 500))
+            self._done(number, variant, "FAILED", started, f": {one_line(message, 500)}")
             raise Failed(message) from None
-        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr(names.TRIAL_RUN_ID, result.run_id)
         if report.pruned_at is not None:
             store.add_to_run(result.run_id, self.uri, tags={
-                "xrun.pruned": "true", "xrun.pruned_at_epoch": report.pruned_at,
-                "xrun.end_reason": f"pruned by the sweep's {s.pruner['type']} pruner after epoch {report.pruned_at}"})
+                names.PRUNED: "true", names.PRUNED_AT_EPOCH: report.pruned_at,
+                names.END_REASON: f"pruned by the sweep's {s.pruner['type']} pruner after epoch {report.pruned_at}"})
             self._done(number, variant, "PRUNED", started, f" at epoch {report.pruned_at}")
             raise optuna.TrialPruned()
         try:
             value = objective_value(result, s.metric, s.direction)
         except XrunError as exc:
-            trial.set_user_attr("xrun.error", exc.line())
+            trial.set_user_attr(names.ERROR, exc.line())
             self._done(number, variant, "FAILED", started, f": {exc.line()}")
             raise Failed(exc.line()) from None
         self._done(number, variant, "FINISHED", started, f" ({s.metric} {value:.4f})")
@@ -166,14 +168,10 @@ def objective_value(result, metric: str, direction: str) -> float:
 def end_dead_run(uri: str):
     """For the retry callback: the MLflow run of a trial whose worker stopped beating ends KILLED, saying so."""
     def note(study: optuna.Study, trial) -> None:
-        where = f"tags.`xrun.study` = '{study.study_name}' and tags.`xrun.trial` = '{trial.number}'"
+        where = f"tags.`{names.STUDY}` = '{study.study_name}' and tags.`{names.TRIAL}` = '{trial.number}'"
         for run in query.find_runs(uri, where=where):
             if run.status == "RUNNING":
-                store.add_to_run(run.run_id, uri, tags={"xrun.end_reason": "its worker stopped (no heartbeat in "
+                store.add_to_run(run.run_id, uri, tags={names.END_REASON: "its worker stopped (no heartbeat in "
                                                         "the study); the trial was retried"})
                 store.end_run(run.run_id, "KILLED", uri)
     return note
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]

@@ -145,9 +145,10 @@ def record(model: Model, data: Labelled, result: Scores, uri: str | None) -> str
     """An evaluation run nested under the training run (same experiment), its metrics also attached to the logged
     model with the data's name; returns the evaluation run's id."""
     logged = model.logged
-    run = store.Run(store.tracking_uri(uri), logged.experiment, f"{logged.run_name or logged.name} evaluation",
+    run = store.Run(store.tracking_uri(uri), logged.experiment,
+                    names.EVALUATION_RUN_NAME.format(name=logged.run_name or logged.name),
                     f"{model.label} evaluated on {data.name}", parent_run_id=logged.run_id,
-                    tags={"xrun.evaluation_of": logged.run_id, "xrun.evaluation.data": data.name,
+                    tags={names.EVALUATION_OF: logged.run_id, names.EVALUATION_DATA: data.name,
                           names.MODEL_URI: logged.model_uri})
     try:
         values = metrics(result)
@@ -164,9 +165,9 @@ def record(model: Model, data: Labelled, result: Scores, uri: str | None) -> str
 
 def _log_files(run, model: Model, result: Scores) -> None:
     figure, _ = plots.confusion_matrix(*_pairs(result.matrix), model.class_names)
-    run.log_figure(figure, "evaluation/confusion_matrix.png")
-    run.log_text(matrix_csv(result.matrix, model.class_names), "evaluation/confusion_matrix.csv")
-    run.log_text(per_class_csv(result), "evaluation/per_class.csv")
+    run.log_figure(figure, names.EVALUATION_MATRIX_PLOT)
+    run.log_text(matrix_csv(result.matrix, model.class_names), names.EVALUATION_MATRIX_CSV)
+    run.log_text(per_class_csv(result), names.EVALUATION_PER_CLASS)
 
 
 def _pairs(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import XrunError
+from runner.language.reference import resolve
 from runner.trained.evaluate import Labelled
+from runner.trained.formats import FORMATS
 from runner.trained.use import Model
 from runner.training.data import load_dataset
 
@@ -21,7 +23,6 @@ from runner.training.data import load_dataset
 # function with other kernels (differences of a few float32 ulps); float16 weights move outputs by ~1e-3.
 # int8 changes the arithmetic itself: there the accuracy change is what is measured, and bounded by max_drop.
 TOLERANCE = {None: 1e-4, "float16": 2e-2, "int8": None}
-SUFFIX = {"savedmodel": "", "tflite": ".tflite", "onnx": ".onnx"}
 CALIBRATION_IMAGES = 200
 
 
@@ -45,7 +46,7 @@ class Exported:
 
 def default_path(model: Model, fmt: str, quantize: str | None) -> Path:
     name = model.logged.name if model.logged else Path(model.source).stem
-    return Path(f"{name}{'-' + quantize if quantize else ''}{SUFFIX[fmt] or '_savedmodel'}")
+    return Path(f"{name}{'-' + quantize if quantize else ''}{FORMATS[fmt].suffix or '_savedmodel'}")
 
 
 def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None = None, output: Path | None = None,
@@ -58,9 +59,9 @@ def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None
     _refuse_overwrite([path, description], force)
     model.keras(check_data.pixels[:1])  # a loaded model has never been called, which Keras's ONNX export needs
     with tempfile.TemporaryDirectory(prefix="xrun-export-") as tmp:
-        built = Path(tmp) / ("model" + SUFFIX[fmt])
-        WRITERS[fmt](model, built, quantize, lambda: _calibration(model, check_data, data_dir))
-        check = _check(model, READERS[fmt](built), check_data, TOLERANCE[quantize], max_drop)
+        built = Path(tmp) / ("model" + FORMATS[fmt].suffix)
+        resolve(FORMATS[fmt].writer)(model, built, quantize, lambda: _calibration(model, check_data, data_dir))
+        check = _check(model, resolve(FORMATS[fmt].reader)(built), check_data, TOLERANCE[quantize], max_drop)
         _replace(built, path)
     description.write_text(json.dumps(_description(model, fmt, quantize, check), indent=2) + "\n")
     return Exported(path, description, check, _size(path))
@@ -186,8 +187,3 @@ def _read_onnx(path: Path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda pixels: session.run(None, {name: pixels})[0]
-
-
-WRITERS = {"savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
-READERS = {"savedmodel": _read_savedmodel, "tflite": _read_tflite, "onnx": _read_onnx}
-FORMATS = tuple(WRITERS)

@@ -13,6 +13,7 @@ from runner.language.datasets import DATASETS
 from runner.model import standalone
 from runner.model import yogi as _yogi  # noqa: F401 - registers Yogi, which an older run's model was saved with
 from runner.records import models
+from runner.text import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -45,8 +46,8 @@ def load(model: str, uri: str | None = None) -> Model:
     logged = models.find(model, uri)
     try:
         loaded = models.load_keras(logged)
-    except Exception as exc:
-        raise XrunError(f"{model}: the logged model {logged.model_uri} does not load ({_one_line(exc)})",
+    except Exception as exc:  # noqa: BLE001 - a model from another Keras fails in many ways: one line for all
+        raise XrunError(f"{model}: the logged model {logged.model_uri} does not load ({one_line(exc, 200, '...')})",
                         hint="it may come from another Keras version; train the run again") from None
     names = logged.metadata.get("class_names") or _dataset_classes(logged.params.get("data.dataset"), loaded)
     return Model(_usable(loaded), list(names), model, logged)
@@ -57,8 +58,8 @@ def _from_file(path: Path) -> Model:
         raise XrunError("no such file", where=str(path), hint="give a .keras file, a run id or a models:/ URI")
     try:
         loaded = keras.saving.load_model(path, compile=False)
-    except Exception as exc:
-        raise XrunError(f"not a Keras model file ({_one_line(exc)})", where=str(path),
+    except Exception as exc:  # noqa: BLE001 - Keras' errors for a bad file vary by what is wrong: one line for all
+        raise XrunError(f"not a Keras model file ({one_line(exc, 200, '...')})", where=str(path),
                         hint="give a .keras file saved by Keras 3 (model.save), a run id or a models:/ URI") from None
     return Model(_usable(loaded), _dataset_classes(None, loaded), str(path))
 
@@ -76,11 +77,6 @@ def _dataset_classes(dataset: str | None, model: keras.Model) -> list[str]:
     if dataset in DATASETS:
         return list(DATASETS[dataset]["class_names"])
     return [str(i) for i in range(standalone.num_classes(model))]
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
@@ -131,7 +127,7 @@ def read_image(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
             mode = "L" if len(image_shape) == 2 or image_shape[-1] == 1 else "RGB"
             pixels = np.asarray(image.convert(mode), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
-        raise XrunError(f"not an image xrun can read ({_one_line(exc)})", where=str(path),
+        raise XrunError(f"not an image xrun can read ({one_line(exc, 200, '...')})", where=str(path),
                         hint="give PNG or JPEG files, a folder of them, or a .npy of uint8 images") from None
     if pixels.shape[:2] != tuple(image_shape[:2]):
         h, w = pixels.shape[:2]
@@ -145,7 +141,7 @@ def _array(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
     try:
         pixels = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise XrunError(f"not a .npy array ({_one_line(exc)})", where=str(path),
+        raise XrunError(f"not a .npy array ({one_line(exc, 200, '...')})", where=str(path),
                         hint="save images with numpy.save(path, uint8_array)") from None
     if pixels.dtype != np.uint8:
         raise XrunError(f"the array holds {pixels.dtype}; the model takes uint8 pixels 0-255", where=str(path),

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from runner.errors import XrunError
 from runner.language.schema import schema, with_defaults
+from runner.language.sections import Augmentation, as_mapping
 from runner.training import mixing
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,7 +149,8 @@ def sample_params(params: dict, batch_size, height, width, seed) -> dict[str, tf
     }
 
 
-def affine_matrices(batch_size, height, width, *, rotation_deg, shift_x_px, shift_y_px, shear_deg,
+def affine_matrices(batch_size, height, width, *,  # noqa: PLR0913 - one keyword per transform, as IDG names them
+                    rotation_deg, shift_x_px, shift_y_px, shear_deg,
                     zoom_x, zoom_y, flip_h, flip_v) -> tf.Tensor:
     """The [batch_size, 8] float32 output->input projective transforms (ImageProjectiveTransformV3 layout).
 
@@ -339,7 +341,12 @@ def _erasing_step(params: dict):
 _STEPS = (_crop_step, _geometric_step, _channel_shift_step, _brightness_step, _noise_step, _erasing_step)
 
 
-def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
+def _params(params: Augmentation | dict | None) -> dict:
+    """The typed section of a Config, or a mapping of the same keys (tests, benchmarks)."""
+    return as_mapping(params) if isinstance(params, Augmentation) else dict(params or {})
+
+
+def make_augmenter(params: Augmentation | dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None:
     """An `augment(images, seed)` function for the per-image steps of `augmentation:`, or None when it does nothing.
 
     `images` is a float batch [B, H, W, C] of any size and channel count (a single [H, W, C] image also works) and
@@ -348,7 +355,7 @@ def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.T
     parallelism. Works eagerly, under tf.function and in Dataset.map. The output is not clipped (IDG does not clip).
     mixup and cutmix need the labels too: make_batch_augmenter applies them.
     """
-    params = with_defaults(dict(params or {}), "#/properties/augmentation")
+    params = with_defaults(_params(params), "#/properties/augmentation")
     _check(params)
     steps = [step for step in (make(params) for make in _STEPS) if step is not None]
     if not steps:
@@ -367,9 +374,9 @@ def make_augmenter(params: dict | None) -> Callable[[tf.Tensor, tf.Tensor], tf.T
     return augment
 
 
-def mixing_alphas(params: dict | None) -> dict[str, float]:
+def mixing_alphas(params: Augmentation | dict | None) -> dict[str, float]:
     """{"mixup": alpha, "cutmix": alpha} for the batch operations the section asks for, defaults from the schema."""
-    params = with_defaults(dict(params or {}), "#/properties/augmentation")
+    params = with_defaults(_params(params), "#/properties/augmentation")
     alphas = {}
     for name in ("mixup", "cutmix"):
         if params.get(name) is not None:
@@ -380,7 +387,7 @@ def mixing_alphas(params: dict | None) -> dict[str, float]:
     return alphas
 
 
-def make_batch_augmenter(params: dict | None) -> Callable | None:
+def make_batch_augmenter(params: Augmentation | dict | None) -> Callable | None:
     """An `apply(images, labels, seed) -> (images, labels)` for whole training batches: the per-image steps, then
     mixup / cutmix on the images and their one-hot labels; None when the section does nothing."""
     augment = make_augmenter(params)

@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import keras
 
 from runner.errors import XrunError
 from runner.language.schema import with_defaults
+from runner.language.sections import Named, Optimizer, named, optimizer_of, plain
 from runner.model import registry
+from runner.text import one_line
+from runner.training.callbacks import CALLBACKS
 
 
-def optimizer(spec: dict | str, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
-    """The optimizer (and schedule) `spec` names, with the schema's defaults for what it leaves out."""
-    spec = {"type": spec} if isinstance(spec, str) else spec  # a bare name, as for the loss
-    spec = with_defaults(spec, "#/$defs/optimizer")  # load_spec has filled them; a caller from code may not have
-    args = {k: v for k, v in spec.items() if k != "type"}
-    if isinstance(args.get("learning_rate"), dict):
-        args["learning_rate"] = schedule(args["learning_rate"], steps_per_epoch, epochs)
+def optimizer(section: Optimizer | Mapping | str, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """The optimizer (and schedule) the section names; a name or mapping from code gets the schema's defaults
+    (a Config's section has them already)."""
+    if not isinstance(section, Optimizer):
+        section = optimizer_of(with_defaults({"type": section} if isinstance(section, str) else section,
+                                             "#/$defs/optimizer"))
+    args = dict(section.arguments)
+    if section.schedule is not None:
+        args["learning_rate"] = schedule(section.schedule, steps_per_epoch, epochs)
     elif "learning_rate" in args:
         args["learning_rate"] = float(args["learning_rate"])  # Keras refuses an int learning rate
-    return _construct(registry.OPTIMIZERS[spec["type"]], args, "optimizer")
+    return _construct(registry.OPTIMIZERS[section.type], args, "optimizer")
 
 
-def schedule(spec: dict, steps_per_epoch: int, epochs: int):
+def schedule(section: Named, steps_per_epoch: int, epochs: int):
     """A Keras LearningRateSchedule; the YAML counts in epochs, Keras in optimizer steps."""
-    args = {k: v for k, v in spec.items() if k != "type"}
-    args = _SCHEDULE_STEPS[spec["type"]](args, steps_per_epoch, epochs)
-    return _construct(registry.SCHEDULES[spec["type"]], args, "optimizer.learning_rate")
+    args = _SCHEDULE_STEPS[section.type](plain(section.arguments), steps_per_epoch, epochs)
+    return _construct(registry.SCHEDULES[section.type], args, "optimizer.learning_rate")
 
 
 def _exponential_steps(args: dict, spe: int, epochs: int) -> dict:
@@ -58,41 +63,27 @@ _SCHEDULE_STEPS = {"ExponentialDecay": _exponential_steps, "CosineDecay": _cosin
                    "PiecewiseConstantDecay": _piecewise_steps}
 
 
-def loss(spec) -> keras.losses.Loss:
-    spec = {"type": spec} if isinstance(spec, str) else spec
-    args = {k: v for k, v in spec.items() if k != "type"}
-    return _construct(registry.LOSSES[spec["type"]], args, "loss")
+def loss(section: Named | Mapping | str) -> keras.losses.Loss:
+    section = section if isinstance(section, Named) else named(section)
+    return _construct(registry.LOSSES[section.type], plain(section.arguments), "loss")
 
 
-def loss_name(spec) -> str:
-    return spec if isinstance(spec, str) else spec["type"]
+def wants_one_hot(section: Named | Mapping | str) -> bool:
+    section = section if isinstance(section, Named) else named(section)
+    return section.type not in registry.SPARSE_LOSSES
 
 
-def wants_one_hot(loss_spec) -> bool:
-    return loss_name(loss_spec) not in registry.SPARSE_LOSSES
-
-
-def callbacks(specs: list[dict], run_dir: Path) -> list[keras.callbacks.Callback]:
+def callbacks(sections: Sequence[Named | Mapping], run_dir: Path) -> list[keras.callbacks.Callback]:
     """The YAML's callbacks; xrun chooses the files they write, inside the run's artifact folder."""
-    specs = [with_defaults(s, "#/$defs/callback") for s in specs]
-    return [_construct(registry.CALLBACKS[s["type"]], _with_files(s, run_dir), f"callbacks[{i}]")
-            for i, s in enumerate(specs)]
-
-
-def _with_files(spec: dict, run_dir: Path) -> dict:
-    args = {k: v for k, v in spec.items() if k != "type"}
-    if spec["type"] == "ModelCheckpoint":
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        weights_only = args["save_weights_only"]
-        args["filepath"] = str(run_dir / "checkpoints" / ("best.weights.h5" if weights_only else "best.keras"))
-    if spec["type"] == "CSVLogger":
-        args["filename"] = str(run_dir / "history.csv")
-    return args
+    sections = [s if isinstance(s, Named) else named(with_defaults(s, "#/$defs/callback")) for s in sections]
+    listed = [CALLBACKS[s.type] for s in sections]
+    return [_construct(entry.cls, entry.files(plain(s.arguments), run_dir), f"callbacks[{i}]")
+            for i, (entry, s) in enumerate(zip(listed, sections))]
 
 
 def _construct(cls, args: dict, where: str):
     try:
         return cls(**args)
     except (ValueError, TypeError) as exc:
-        raise XrunError(f"{cls.__name__} rejects its arguments: {' '.join(str(exc).split())[:300]}",
+        raise XrunError(f"{cls.__name__} rejects its arguments: {one_line(exc, 300)}",
                         path=where, hint="check the values against the Keras documentation") from None

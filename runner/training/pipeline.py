@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from runner.errors import XrunError
-from runner.language.schema import with_defaults
+from runner.language.sections import Augmentation, Data
 from runner.training.augment import make_batch_augmenter
 from runner.training.data import Dataset
 from runner.training.sources import ImageFiles
@@ -34,19 +34,18 @@ class Splits:
     class_names: tuple[str, ...] = ()
 
 
-def split(dataset: Dataset, data_spec: dict) -> Splits:
-    """Apply `limit` (first N of each split) and hold out validation data as the YAML asks."""
-    splits = _split(dataset, data_spec)
+def split(dataset: Dataset, data: Data) -> Splits:
+    """Apply `limit` (first N of each split) and hold out validation data as the data section asks."""
+    splits = _split(dataset, data)
     splits.class_names = tuple(dataset.class_names)
     return splits
 
 
-def _split(dataset: Dataset, data_spec: dict) -> Splits:
-    data_spec = with_defaults(data_spec, "#/properties/data")  # as load_spec fills them, for callers from code
-    limit = data_spec.get("limit")
+def _split(dataset: Dataset, data: Data) -> Splits:
+    limit = data.limit
     x_train, y_train = _part(dataset.x_train, slice(limit)), dataset.y_train[:limit]
     x_test, y_test = _part(dataset.x_test, slice(limit)), dataset.y_test[:limit]
-    how = data_spec["validation"]
+    how = data.validation
     given_val = getattr(dataset, "x_val", None)
     if how == "split" and given_val is not None:  # the source's own validation split (a val/ folder)
         return Splits(x_train, y_train, _part(given_val, slice(limit)), dataset.y_val[:limit], x_test, y_test, how)
@@ -55,7 +54,7 @@ def _split(dataset: Dataset, data_spec: dict) -> Splits:
     if how == "none":
         return Splits(x_train, y_train, None, None, x_test, y_test, how)
     # Like Keras's validation_split: the last fraction of the training data, taken before any shuffling.
-    n_val = max(1, int(round(len(x_train) * data_spec["validation_split"])))
+    n_val = max(1, int(round(len(x_train) * data.validation_split)))
     if n_val >= len(x_train):
         raise XrunError(f"holding out {n_val} of {len(x_train)} training examples for validation leaves none "
                         "to train on", path="data.validation_split",
@@ -92,7 +91,7 @@ def _prepare(one_hot_classes: int | None):
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
-                  augmentation: dict | None, one_hot_classes: int | None) -> tf.data.Dataset:
+                  augmentation: Augmentation | dict | None, one_hot_classes: int | None) -> tf.data.Dataset:
     """An endless stream of prepared (and augmented) batches; fit() reads `steps_per_epoch` of them per epoch.
 
     Shuffling happens before batching and again on every pass; augmentation is stateless, seeded by
@@ -100,7 +99,7 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: boo
     """
     ds = _examples(x, y, shuffle=shuffle, seed=seed)
     ds = ds.batch(batch_size).repeat().map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
-    augment = make_batch_augmenter(augmentation or {})  # per-image steps, then mixup / cutmix on (images, labels)
+    augment = make_batch_augmenter(augmentation)  # per-image steps, then mixup / cutmix on (images, labels)
     if augment is not None:
         ds = ds.enumerate().map(
             lambda i, batch: augment(batch[0], batch[1], tf.stack([tf.cast(seed, tf.int64), i])),
@@ -144,10 +143,10 @@ def eval_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, one_hot_class
     return ds.map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def augmented_preview(x: np.ndarray, augmentation: dict | None, seed: int, n: int = 16):
+def augmented_preview(x: np.ndarray, augmentation: Augmentation | dict | None, seed: int, n: int = 16):
     """(originals, augmented) float images for a visual check, mixup and cutmix included, or None without
     augmentation."""
-    augment = make_batch_augmenter(augmentation or {})
+    augment = make_batch_augmenter(augmentation)
     if augment is None:
         return None
     originals = to_inputs(x[:n])

@@ -7,8 +7,8 @@ import platform
 import secrets
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from runner.language.config import Settings  # decided here, defined with the Config it is part of
 from runner.language.sections import Training
 
 
@@ -31,19 +31,6 @@ def import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
     return tensorflow
-
-
-@dataclass
-class Settings:
-    """How this run uses the machine, resolved from the YAML's `auto`s."""
-
-    precision: str
-    jit_compile: bool
-    steps_per_execution: int
-    device: str
-    seed: int
-    seed_given: bool
-    deterministic: bool
 
 
 def settings_for(training: Training) -> Settings:

@@ -1,4 +1,5 @@
-"""Data sources, a registry on `data.source`: built-in datasets, image folders, NumPy arrays and CSV lists of images.
+"""The loaders of the data sources (built-in datasets, image folders, NumPy arrays, CSV lists of images, TFDS),
+named by the one table of data sources, `runner.language.data_facts.DATA_SOURCES`.
 
 Each source gives the same `Data`: x arrays (uint8 scaled by 1/255, float taken as is) or `ImageFiles` that tf.data
 decodes as it streams, int labels, class names, and the facts a run records (where, fingerprint, split sizes).
@@ -16,7 +17,9 @@ import tensorflow as tf
 from runner.errors import did_you_mean
 from runner.language import data_facts as facts
 from runner.language.data_facts import data_error
+from runner.language.reference import resolve
 from runner.language.spec import Spec
+from runner.text import dims
 from runner.training.data import load_dataset
 
 
@@ -117,23 +120,23 @@ class Data:
     def tags(self) -> dict:
         tags = {"dataset.fingerprint": self.fingerprint, "dataset.source": self.source, "dataset.name": self.name,
                 "dataset.kind": self.kind, "dataset.classes": ",".join(self.class_names),
-                "dataset.shape": "x".join(map(str, self.shape))}
+                "dataset.shape": dims(self.shape)}
         if self.path:
             tags["dataset.path"] = self.path
-        if self.kind in ("image_folder", "csv"):
+        if facts.DATA_SOURCES[self.kind].image_files:
             tags["dataset.skipped_files"] = len(self.skipped)
         return tags
 
 
 def load(spec: Spec, data_dir: str | None, seed: int) -> Data:
     """The data section's examples, checked, in the order training uses them."""
-    data = facts.settings(spec.document["data"])
-    return SOURCES[data["source"]](data, spec.locate, data_dir, seed)
+    data = dict(spec.data.options)
+    return resolve(facts.DATA_SOURCES[data["source"]].loader)(data, spec.locate, data_dir, seed)
 
 
 # --- builtin ----------------------------------------------------------------------------------------------------
 
-def _builtin(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+def load_builtin(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     d = load_dataset(data["dataset"], data_dir)
     shape = (*d.x_train.shape[1:], 1)
     return Data(d.name, "builtin", d.source, d.x_train, d.y_train, d.x_test, d.y_test, d.class_names, shape,
@@ -142,7 +145,7 @@ def _builtin(data: dict, locate, data_dir: str | None, seed: int) -> Data:
 
 # --- image files: folders and CSV lists --------------------------------------------------------------------------
 
-def _image_folder(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+def load_image_folder(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     root = facts.data_path(data, locate)
     layout = facts.folder_layout(root, locate)
     names = tuple(layout["train"])
@@ -153,7 +156,7 @@ def _image_folder(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     return _from_files(data, locate, splits, names, seed, root, root.name)
 
 
-def _csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+def load_csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     path = facts.data_path(data, locate)
     rows = facts.csv_rows(path, locate)
     names = facts.class_names([row[1] for row in rows])
@@ -266,7 +269,7 @@ def _hold_out(x, y, fraction: float, rng: np.random.Generator, locate, key: str)
 
 # --- arrays -----------------------------------------------------------------------------------------------------
 
-def _arrays(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+def load_arrays(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     path = facts.data_path(data, locate)
     facts.array_headers(path, data, locate)  # missing arrays and unreadable files, named, before loading
     arrays = _read_arrays(path, facts.array_keys(data))
@@ -335,7 +338,7 @@ def _array_class_names(data: dict, labels: dict, arrays: dict, locate, path: Pat
 
 # --- TensorFlow Datasets (optional: pip install 'xrun[tfds]') ---------------------------------------------------
 
-def _tfds(data: dict, locate, data_dir: str | None, seed: int) -> Data:
+def load_tfds(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     tfds = _import_tfds(locate)
     folder = str(facts.data_path(data, locate, "data_dir")) if data.get("data_dir") else None
     try:
@@ -390,16 +393,13 @@ def _digest(*arrays) -> str:
     return digest.hexdigest()[:16]
 
 
-SOURCES = {"builtin": _builtin, "image_folder": _image_folder, "arrays": _arrays, "csv": _csv, "tfds": _tfds}
-
-
 # --- the model against the data, once both are real -------------------------------------------------------------
 
 def check_model(model, data: Data, spec: Spec) -> None:
     """The built model must take the data's examples and have one output per class."""
     given = tuple(model.input_shape[1:])
     if not _fits(given, data.shape):
-        raise data_error(f"the model takes {show(given)} inputs but {data.name} examples are {show(data.shape)}",
+        raise data_error(f"the model takes {dims(given)} inputs but {data.name} examples are {dims(data.shape)}",
                          spec.locate, _shape_hint(given, data))
     outputs = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
     binary = outputs == 1 and len(data.class_names) == 2  # one sigmoid unit for two classes
@@ -418,11 +418,7 @@ def _fits(given: tuple, shape: tuple) -> bool:
 def _shape_hint(given: tuple, data: Data) -> str:
     if len(given) == 3 and given[:2] == data.shape[:2] and given[2] != data.shape[2]:
         mode = {1: "grayscale", 3: "rgb"}.get(given[2])
-        if data.kind in ("image_folder", "csv") and mode:
+        if facts.DATA_SOURCES[data.kind].image_files and mode:
             return f"set data.color_mode: {mode}, or change model.input_shape"
         return f"the data has {data.shape[2]} channel(s): change model.input_shape, or convert the images"
     return "remove model.input_shape (the data gives it), or resize the data (data.image_size)"
-
-
-def show(shape) -> str:
-    return "x".join("?" if d is None else str(d) for d in shape)

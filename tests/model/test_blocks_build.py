@@ -104,7 +104,7 @@ def test_the_size_guard_counts_every_layer_with_weights(tmp_path):
     - {type: Flatten}
     - {type: Dense, units: 10}
 """)
-    shape = tuple(compiler.input_shape(spec.document))
+    shape = tuple(compiler.input_shape(spec))
     layers = {n.name: compiler.make_layer(n, spec) for n in spec.graph.nodes}
     estimated = {node.name: count for node, count in compiler._weight_counts(spec.graph, shape, layers)}
     model = compiler.build_model(spec)

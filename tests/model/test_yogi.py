@@ -1,5 +1,7 @@
 """Yogi against an independent float64 NumPy reference, under XLA, in training, and through save/load."""
 
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 import pytest
@@ -11,32 +13,47 @@ STEPS = 20
 SHAPE = (3, 4)
 
 
-def yogi_reference(x0, grads, lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-3, l1=0.0, l2=0.0,
-                   initial_accumulator_value=1e-6, activation="sign", weight_decay=0.0):
+@dataclass(frozen=True)
+class Hyper:
+    """Yogi's hyperparameters as the reference names them (an unknown one is a TypeError, as in a signature)."""
+
+    lr: object = 0.01
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-3
+    l1: float = 0.0
+    l2: float = 0.0
+    initial_accumulator_value: float = 1e-6
+    activation: str = "sign"
+    weight_decay: float = 0.0
+
+
+def yogi_reference(x0, grads, **hyper):
     """Every iterate of Yogi from x0, written from the paper's form of the v update.
 
     `lr` is a float or a function of the 0-based step. Returns (iterates, signs), where
     signs[t] is sign(v - g^2) before step t, to check which branches the data exercised.
     """
-    lr_at = lr if callable(lr) else (lambda step: lr)
+    h = Hyper(**hyper)
+    lr_at = h.lr if callable(h.lr) else (lambda step: h.lr)
     x = np.asarray(x0, np.float64).copy()
     m = np.zeros_like(x)
-    v = np.full_like(x, initial_accumulator_value)
+    v = np.full_like(x, h.initial_accumulator_value)
     iterates, signs = [], []
     for t, g in enumerate(grads, start=1):
         g = np.asarray(g, np.float64)
         base_lr = lr_at(t - 1)
-        x = x - weight_decay * base_lr * x  # Keras' decoupled weight decay runs first
+        x = x - h.weight_decay * base_lr * x  # Keras' decoupled weight decay runs first
         signs.append(np.sign(v - g**2))
-        m = beta_1 * m + (1 - beta_1) * g
-        if activation == "sign":
-            v = v - (1 - beta_2) * np.sign(v - g**2) * g**2
+        m = h.beta_1 * m + (1 - h.beta_1) * g
+        if h.activation == "sign":
+            v = v - (1 - h.beta_2) * np.sign(v - g**2) * g**2
         else:
-            v = v - (1 - beta_2) * np.tanh(10 * (v - g**2)) * g**2
-        per_coord_lr = base_lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t) / (np.sqrt(v) + epsilon)
+            v = v - (1 - h.beta_2) * np.tanh(10 * (v - g**2)) * g**2
+        per_coord_lr = base_lr * np.sqrt(1 - h.beta_2**t) / (1 - h.beta_1**t) / (np.sqrt(v) + h.epsilon)
         x = x - per_coord_lr * m
         # argmin_w 1/2 (w - x)^2 / plr + l1 |w| + l2/2 w^2, in closed form
-        x = np.sign(x) * np.maximum(np.abs(x) - l1 * per_coord_lr, 0) / (1 + l2 * per_coord_lr)
+        x = np.sign(x) * np.maximum(np.abs(x) - h.l1 * per_coord_lr, 0) / (1 + h.l2 * per_coord_lr)
         iterates.append(x.copy())
     return iterates, signs
 

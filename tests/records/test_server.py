@@ -56,10 +56,11 @@ def server(tmp_path_factory):
 
 
 def test_run_lands_on_the_server_and_reads_back_over_rest(server, tmp_path):
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     (tmp_path / "served.yaml").write_text(TINY)
-    result = run_experiment(load_spec(tmp_path / "served.yaml"), tracking_uri=server, quiet=True)
+    result = run_experiment(RunRequest(load_spec(tmp_path / "served.yaml"), tracking_uri=server, quiet=True))
     api = server + "/api/2.0/mlflow"
     experiment = _get(f"{api}/experiments/get-by-name?experiment_name=over-http")["experiment"]
     runs = _post(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -78,13 +79,14 @@ def test_run_lands_on_the_server_and_reads_back_over_rest(server, tmp_path):
 
 
 def test_unreachable_server_fails_fast_before_training(tmp_path):
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     (tmp_path / "served.yaml").write_text(TINY)
     started = time.perf_counter()
     with pytest.raises(XrunError) as error:
-        run_experiment(load_spec(tmp_path / "served.yaml"), tracking_uri=f"http://127.0.0.1:{_free_port()}",
-                       quiet=True)
+        run_experiment(RunRequest(load_spec(tmp_path / "served.yaml"), tracking_uri=f"http://127.0.0.1:{_free_port()}",
+                       quiet=True))
     assert time.perf_counter() - started < 15
     assert "is not answering" in error.value.message
     assert error.value.hint.startswith("start it (mlflow server ...)")
@@ -94,6 +96,7 @@ def test_a_server_lost_mid_run_costs_no_metrics(tmp_path, monkeypatch, capfd):
     """Training goes on while the server is down; the kept metrics reach it when it is back."""
     import keras
 
+    from runner.running.request import RunRequest
     from runner.running.run import run_experiment
 
     monkeypatch.chdir(tmp_path)
@@ -111,8 +114,8 @@ def test_a_server_lost_mid_run_costs_no_metrics(tmp_path, monkeypatch, capfd):
 
     (tmp_path / "served.yaml").write_text(TINY.replace("epochs: 2", "epochs: 4"))
     try:
-        result = run_experiment(load_spec(tmp_path / "served.yaml"), tracking_uri=f"http://127.0.0.1:{port}",
-                                quiet=True, extra_callbacks=[Outage()])
+        result = run_experiment(RunRequest(load_spec(tmp_path / "served.yaml"), tracking_uri=f"http://127.0.0.1:{port}",
+                                quiet=True, extra_callbacks=[Outage()]))
     finally:
         _stop(state["proc"]) if state["proc"].poll() is None else None
     state["proc"] = _start_server(root, port)

@@ -1,4 +1,5 @@
-"""runner.tracking: flattening configs to params, where the store and its artifacts live, and the Run wrapper."""
+"""runner.records.store and the modules behind it: flattening configs to params, where the store and its artifacts
+live, the Run writer, interrupts during its writes, and the journal that sync delivers."""
 
 import math
 import signal
@@ -8,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from runner.errors import XrunError
-from runner.records import journal, query, store
+from runner.records import connection, failures, journal, query, store
 
 
 def test_flatten_gives_dotted_keys_json_lists_and_indexed_mappings():
@@ -70,7 +71,7 @@ def test_ui_command_names_the_store():
     ("sqlite:///:memory:", None),
 ])
 def test_artifacts_live_beside_a_local_sqlite_store(uri, root):
-    assert store._artifact_root(uri) == root
+    assert connection._artifact_root(uri) == root
 
 
 @pytest.fixture
@@ -127,6 +128,21 @@ def test_metric_history_reads_back_in_step_order(db):
     assert query.metric_history(run.run_id, "m", db) == [0.1, 0.2, 0.3]
 
 
+def test_the_store_still_names_what_its_callers_use():
+    """The split into modules left every caller's store.NAME in place, each the very object of its new home."""
+    from runner.records import delivery, edits, local, values, writer
+
+    homes = {writer: ["Run", "NullRun"], delivery: ["sync", "replay", "end_dead"],
+             edits: ["plain_run", "add_to_run", "reopen", "end_run", "delete_run"],
+             connection: ["client", "ui_command"],
+             local: ["tracking_uri", "is_dead", "STALE_SECONDS", "_process_start"],
+             failures: ["stopping", "interrupts_held", "is_store_error", "StoreFailed", "StoreSkipped"],
+             values: ["flatten", "model_name", "MAX_PARAM_CHARS"]}
+    moved = [(module.__name__, name) for module, names in homes.items() for name in names
+             if getattr(store, name) is not getattr(module, name)]
+    assert moved == []
+
+
 def test_only_the_records_layer_imports_mlflow():
     runner = Path(store.__file__).parent.parent
     importers = {p.relative_to(runner).parts[0] for p in runner.rglob("*.py")
@@ -180,7 +196,7 @@ def test_a_signal_while_the_handlers_are_swapped_leaves_no_handler_behind(monkey
 
     monkeypatch.setattr(signal, "signal", signal_then_fire)
     with pytest.raises(Terminated):
-        with store._interrupts_held():
+        with failures._interrupts_held():
             pytest.fail("the body must not run")
     monkeypatch.undo()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -238,7 +254,7 @@ def test_a_store_still_down_keeps_the_journal_and_says_so(db, tmp_path):
     run.journal.close()
     (tmp_path / "mlflow.db").rename(tmp_path / "moved.db")
     (tmp_path / "mlflow.db").mkdir()  # the store cannot be opened
-    store._READY.discard(db)
+    connection._READY.discard(db)
     (uri, where, status), = [(r, w, s) for r, w, s in store.sync(db)]
     assert (uri, where) == (run.run_id, db) and status.startswith("not delivered: ")
     assert (tmp_path / "journal" / run.run_id / journal.STATE).is_file()

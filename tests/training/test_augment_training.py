@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import client, experiment, history, only_run, store_uri, train, write_experiment  # noqa: E402
+from helpers import client, experiment, history, only_run, store_uri, train, write_experiment
 
 AUGMENTATION = {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 2, "zoom_range": 0.1,
                 "horizontal_flip": True, "brightness_range": [0.8, 1.2], "channel_shift_range": 20,

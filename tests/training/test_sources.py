@@ -14,11 +14,11 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import DATA_DIR, client, experiment, only_run, store_uri, train, xrun  # noqa: E402
+from helpers import DATA_DIR, client, experiment, only_run, store_uri, train, xrun
 
-from runner.errors import XrunError  # noqa: E402
-from runner.language import data_facts  # noqa: E402
-from runner.language.spec import load_spec  # noqa: E402
+from runner.errors import XrunError
+from runner.language import data_facts
+from runner.language.spec import load_spec
 
 MODEL = {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 3, "activation": "softmax"}]}
 
