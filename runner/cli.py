@@ -79,12 +79,13 @@ def validate(files, overrides):
 
     Shapes, model size and KerasLayer arguments need Keras: `summary` and `run` check those.
     """
+    from runner.language.advice import print_warnings
     from runner.language.spec import load_spec
 
     failed = 0
     for file in files:
         try:
-            load_spec(file, overrides)
+            print_warnings(load_spec(file, overrides).warnings)
         except XrunError as exc:
             failed += 1
             click.echo(exc.format(), err=True)
@@ -100,9 +101,11 @@ def validate(files, overrides):
 @format_option(click.Choice(["table", "json"]), "the model description")
 def summary(file, overrides, fmt):
     """Build the model of FILE and show each layer's name, type, inputs, output shape and parameters."""
+    from runner.language.advice import print_warnings
     from runner.language.spec import load_spec
 
-    spec = load_spec(file, overrides)
+    spec = load_spec(file, overrides, data_must_exist=False)  # the model is shown without its data (ImageNet's)
+    print_warnings(spec.warnings)
     import_tensorflow()
     from runner.model import summary as model_summary
     from runner.model.compiler import build_model
@@ -139,12 +142,14 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     With --workers and --worker-index (or TF_CONFIG), run the same command on each machine: they train as one
     job with tf.distribute's MultiWorkerMirroredStrategy, and only worker 0 records the MLflow run.
     """
+    from runner.language.advice import print_warnings
     from runner.language.spec import load_spec
     from runner.records import journal, local
     from runner.running.request import RunRequest
 
     uri = local.tracking_uri(tracking_uri)
     spec = None if resume else load_spec(file, overrides)  # a resume's plan reads FILE itself
+    print_warnings(spec.warnings if spec else ())
     if journal.waiting(uri):  # what a dead process or a failed store left: first
         from runner.records import store
 
@@ -381,7 +386,10 @@ def predict(model, inputs, top_k, fmt, tracking_uri):
     from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
-    found = use.predict(loaded, use.read_inputs(list(inputs), loaded.image_shape), top_k)
+    images = use.read_inputs(list(inputs), use.reader(loaded))
+    for note in images.notes:  # e.g. images resized as training resized them
+        click.echo(note, err=True)
+    found = use.predict(loaded, images, top_k)
     if fmt == "json":
         click.echo(json.dumps(use.prediction_json(found), indent=2))
     else:
@@ -413,6 +421,8 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
 
     loaded = use.load(model, tracking_uri)
     data_set = ev.labelled_data(loaded, data, limit, data_dir)
+    for note in data_set.notes:
+        click.echo(note, err=True)
     result = ev.evaluate(loaded, data_set)
     if fmt == "json":
         click.echo(json.dumps({"model": loaded.label, "data": data_set.name, "images": len(data_set.labels),

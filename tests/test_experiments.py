@@ -57,7 +57,7 @@ def built(path: Path):
     """Spec and model of an experiment, built once per session (model10 alone has 38M parameters)."""
     import_tensorflow()
     from runner.model.compiler import build_model
-    spec = load_spec(path)
+    spec = load_spec(path, data_must_exist=False)  # the ImageNet ones' data is not included
     return spec, build_model(spec)
 
 

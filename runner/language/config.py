@@ -149,6 +149,6 @@ def read_resolved(text: str, path: str | Path, settings: Settings) -> Config:
 
 
 def load_spec_text(text: str, path: Path) -> Spec:
-    """A Spec from YAML text, as if it were the file `path` (which is never read)."""
-    return load_spec(path, text=text)
+    """A Spec from YAML text, as if it were the file `path` (which is never read); its data may have gone since."""
+    return load_spec(path, text=text, data_must_exist=False)
 

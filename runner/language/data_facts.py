@@ -146,16 +146,29 @@ class DataSource:
     facts: Callable[[dict, object, bool], DataFacts]  # (data, locate, strict): shape and classes, nothing loaded
     loader: str                     # "module:function" (data, locate, data_dir, seed) -> Data, in runner.training
     image_files: bool = False       # images streamed from files: skipped files counted, color_mode hinted
+    path_is: str = ""               # what its `data.path` names, for hints ("" for a source without a path)
 
 
 # The one table of data sources: a new source is its schema branch and an entry here (tests/language/test_data_facts.py).
 DATA_SOURCES = {source.name: source for source in (
     DataSource("builtin", _builtin, "runner.training.sources:load_builtin"),
-    DataSource("image_folder", _folder, "runner.training.sources:load_image_folder", image_files=True),
-    DataSource("arrays", _arrays, "runner.training.sources:load_arrays"),
-    DataSource("csv", _csv, "runner.training.sources:load_csv", image_files=True),
+    DataSource("image_folder", _folder, "runner.training.sources:load_image_folder", image_files=True,
+               path_is="a folder of class folders (or of train/ val/ test/ folders)"),
+    DataSource("arrays", _arrays, "runner.training.sources:load_arrays", path_is="an .npz file or a folder of .npy files"),
+    DataSource("csv", _csv, "runner.training.sources:load_csv", image_files=True,
+               path_is="a CSV file of path,label rows"),
     DataSource("tfds", _tfds, "runner.training.sources:load_tfds"),
 )}
+
+
+def check_data_exists(document: dict, locate) -> None:
+    """A `data.path` that names nothing is an error at its line (`validate` reads the facts leniently otherwise)."""
+    data = document["data"]
+    if "path" not in data or data_path(data, locate).exists():
+        return
+    path_is = DATA_SOURCES[data.get("source", "builtin")].path_is
+    raise data_error(f"{data_path(data, locate)} does not exist", locate,
+                     f"give data.path as {path_is}", "path")
 
 
 # --- folders ----------------------------------------------------------------------------------------------------
@@ -164,7 +177,7 @@ def folder_layout(root: Path, locate) -> dict[str, dict[str, list[Path]]]:
     """{split: {class name: sorted image files}}: `train` always, `val`/`test` where the folder has them."""
     if not root.is_dir():
         raise data_error(f"no folder {root}" if not root.exists() else f"{root} is a file, not a folder", locate,
-                         "give data.path as a folder of class folders (or of train/ val/ test/ folders)", "path")
+                         f"give data.path as {DATA_SOURCES['image_folder'].path_is}", "path")
     subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if "train" not in subs:
         return {"train": _classes(root, locate)}
@@ -222,7 +235,7 @@ def csv_rows(path: Path, locate) -> list[tuple[Path, str, str]]:
     """(image path, label, split) per row; paths relative to the CSV file; a `path,label[,split]` header row is
     skipped; split is train, val or test (default train)."""
     if not path.is_file():
-        raise data_error(f"no file {path}", locate, "give data.path as a CSV file of path,label rows", "path")
+        raise data_error(f"no file {path}", locate, f"give data.path as {DATA_SOURCES['csv'].path_is}", "path")
     with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
@@ -260,7 +273,7 @@ def array_headers(path: Path, data: dict, locate) -> dict[str, dict]:
     try:
         headers = _npz_headers(path, names) if path.is_file() else _npy_headers(path, names)
     except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, struct.error) as exc:
-        raise data_error(f"cannot read {path}: {exc}", locate, "give an .npz file or a folder of .npy files",
+        raise data_error(f"cannot read {path}: {exc}", locate, f"give {DATA_SOURCES['arrays'].path_is}",
                          "path") from None
     missing = [names[k] for k in ("x_train", "y_train") if k not in headers]
     if missing:

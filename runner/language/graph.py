@@ -65,6 +65,19 @@ def build_graph(model: dict, locate: Locate, merge_types: set[str], check_item: 
     return graph
 
 
+def check_param_names(model, locate: Locate) -> None:
+    """A block's params may not be named as the keys of a block use (`first`, `repeat`, ...): a use could not give
+    them. Checked before the schema, which would otherwise report the use's value at the keyword's meaning."""
+    blocks = model.get("blocks") if isinstance(model, dict) else None
+    for name, block in blocks.items() if isinstance(blocks, dict) else ():
+        params = block.get("params") if isinstance(block, dict) else None
+        for key in [k for k in params if k in USE_KEYS] if isinstance(params, dict) else ():
+            path = ("model", "blocks", name, "params", key)
+            raise XrunError(f"'{key}' cannot name a param: {', '.join(sorted(USE_KEYS))} are the keys of a block "
+                            "use itself", where=locate(path, key=True), path=dotted(path),
+                            hint=f"give the param another name (say '{key}_value'), here and in the block's layers")
+
+
 def _with_defaults(item, path: Path_, via: str, origins: Origins = NO_ORIGINS):
     """Without a checker, items still get the schema's defaults (a block use's `repeat`)."""
     return schema.with_defaults(item, "#/$defs/model_item")

@@ -23,6 +23,7 @@ class Data:
     limit: int | None
     validation: str                 # "split", "test" or "none"
     validation_split: float
+    split_seed: int                 # seeds the stratified splits xrun draws
     options: Mapping[str, Any]
 
 
@@ -70,6 +71,8 @@ class Augmentation:
 class Training:
     epochs: int
     batch_size: int
+    class_weight: str | Mapping[str, float] | None   # "auto", or a weight per class name
+    sampling: str                   # "uniform" or "balanced"
     shuffle: bool
     seed: int | None
     precision: str

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.errors import Location, XrunError
-from runner.language import data_facts, schema
+from runner.language import advice, data_facts, schema
 from runner.language.extends import load_with_bases
-from runner.language.graph import Graph, build_graph
+from runner.language.graph import Graph, build_graph, check_param_names
 from runner.language.overrides import apply_override
 from runner.language.params import NO_ORIGINS, Origins
 from runner.language.sections import Augmentation, Data, Sections, Tracking, Training, sections_of
@@ -32,6 +32,7 @@ class Spec:
     overrides: list[str]
     graph: Graph
     sections: Sections         # the plain sections of `document`, typed and frozen
+    warnings: tuple = ()       # XrunErrors for legal but likely wrong choices (runner.language.advice), not raised
 
     @property
     def name(self) -> str:
@@ -91,22 +92,29 @@ class Spec:
         return self.locs.of(path, key=key)
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | None = None) -> Spec:
+def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | None = None,
+              data_must_exist: bool = True) -> Spec:
     """Everything `xrun validate` checks, in order; raises XrunError with the file position of the first problem.
 
-    `text`, where given, is read as the content of `path` (a run's recorded config/resolved.yaml)."""
+    `text`, where given, is read as the content of `path` (a run's recorded config/resolved.yaml). Without
+    `data_must_exist`, a `data.path` that names nothing leaves the data's facts unknown instead of being an error
+    (the catalogue, `summary`, a recorded config whose data has gone since)."""
     path = Path(path)
     document, locs, files = load_with_bases(path, text)
     for text in overrides:
         apply_override(document, locs, text)
     locate = locs.of
+    check_param_names(document.get("model"), locate)
     schema.check(document, locate)
     document = schema.default_sections(document)
     graph = build_graph(document["model"], locate, merge_types(), _item_checker(locate))
     _check_consistency(document, locate)
+    if data_must_exist:
+        data_facts.check_data_exists(document, locate)
     _check_input(document, locate, graph)
     return Spec(path, read_text(path) if text is None else text, document, locs, files, list(overrides), graph,
-                sections_of(document, data_facts.settings(document["data"])))
+                sections_of(document, data_facts.settings(document["data"])),
+                tuple(advice.model_warnings(document, graph, locate)))
 
 
 def merge_types() -> set[str]:
@@ -157,6 +165,12 @@ def _check_consistency(document: dict, locate) -> None:
                             where=locate(path), path=dotted(path),
                             hint="monitor 'loss', or validate on a split or the test set")
     _check_augmentation(document, locate)
+    training = document["training"]
+    if training.get("class_weight") is not None and training["sampling"] == "balanced":
+        path = ("training", "class_weight")
+        raise XrunError("class_weight and sampling: balanced both correct for imbalanced classes; together they "
+                        "correct twice", where=locate(path, key=True), path=dotted(path),
+                        hint="keep one: class_weight (weigh the loss) or sampling: balanced (draw classes equally)")
 
 
 def _check_augmentation(document: dict, locate) -> None:

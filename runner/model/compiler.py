@@ -30,9 +30,20 @@ def build_model(spec: Spec) -> keras.Model:
     shape = tuple(input_shape(spec))
     layers = {n.name: make_layer(n, spec, output=n.name in graph.outputs) for n in graph.nodes}
     check_size(spec, shape, layers)
-    if is_stack(graph):
-        return _sequential(spec, shape, layers)
-    return _functional(spec, shape, layers)
+    model = _sequential(spec, shape, layers) if is_stack(graph) else _functional(spec, shape, layers)
+    check_outputs(spec, model)
+    return model
+
+
+def check_outputs(spec: Spec, model: keras.Model) -> None:
+    """Each output must be [batch, classes], as the labels are: a Dense head on feature maps (no Flatten before
+    it) builds, and fails only once training compares it with the labels."""
+    for name, tensor in zip(spec.graph.outputs, model.outputs):
+        shape = tuple(tensor.shape)
+        if len(shape) != 2:
+            raise _node_error(spec.graph.node(name), spec,
+                              f"the model's output is {shape_tuple(shape)}, {len(shape)}D, but the labels are "
+                              "(batch, classes)", "put a Flatten or GlobalAveragePooling2D layer before this one")
 
 
 # Weights may take at most this share of the machine's memory: training needs room for gradients, optimizer

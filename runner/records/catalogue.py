@@ -35,7 +35,7 @@ def entries(folder: str, tracking_uri: str | None = None) -> list[dict]:
 def _entry(path: Path, finished: dict) -> dict:
     row = dict.fromkeys(COLUMNS, None) | {"file": path.name, "name": "", "dataset": "", "runs": 0, "partial_runs": 0}
     try:
-        spec = load_spec(path)
+        spec = load_spec(path, data_must_exist=False)  # listed, data or not (the ImageNet ones are not included)
     except XrunError as exc:
         return {**row, "description": f"invalid: {_reason(exc, path)}"}
     data = spec.data  # a built-in dataset's name, or where the own data is

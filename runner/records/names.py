@@ -53,6 +53,7 @@ BASE_CONFIG = "config/bases/{name}"      # each file it extends
 RESOLVED_CONFIG = "config/resolved.yaml"  # the config as it ran (the seed actually used included)
 RESOLVED_BEFORE_EPOCH = "config/resolved.before-epoch-{epoch}.yaml"  # a resumed run's config before the resume
 OVERRIDES = "config/overrides.txt"       # the --set overrides, one a line
+CLASS_COUNTS = "data/class_counts.csv"   # examples of each class in each split (train, val, test)
 MODEL_SUMMARY_TEXT = "model_summary.txt"  # the model's layer table
 MODEL_SUMMARY_JSON = "model_summary.json"  # the same, as data
 ERROR_FILE = "error.txt"                 # the traceback of a FAILED run

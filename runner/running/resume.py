@@ -79,7 +79,7 @@ def _artifact(run_id: str, path: str, uri: str) -> str:
 def _recorded_spec(text: str) -> Spec:
     """The resolved config the run recorded, loaded as any file is (so both sides have the same defaults)."""
     # Read as a file in a folder of its own (never written), so a relative data path means nothing it did not.
-    return load_spec(Path(tempfile.gettempdir()) / "xrun-resume" / "resolved.yaml", text=text)
+    return load_spec(Path(tempfile.gettempdir()) / "xrun-resume" / "resolved.yaml", text=text, data_must_exist=False)
 
 
 def _differences(recorded: dict, now: dict) -> dict:

@@ -29,9 +29,10 @@ from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
 from runner.records import local, names, plots, store
+from runner.running import inputs
 from runner.running import resume as resuming
 from runner.running.request import RunRequest
-from runner.training import build, callbacks, distribute, pipeline, sources
+from runner.training import build, callbacks, distribute, metrics, pipeline
 from runner.training.settings import applied, settings_for
 
 
@@ -88,6 +89,7 @@ def run_experiment(request: RunRequest | Spec) -> Result:
     with applied(config.settings):
         with strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
             model = build_model(spec)  # a model that cannot be built fails here, before any run exists
+        data = inputs.load(config, request.data_dir, model)  # so does data that cannot train it
         run, checkpoint, done_epochs = _open_run(config, request)
         job = _Job(run, config, request.console or Console(stderr=True),
                    request.quiet or not distribute.is_chief(), list(request.extra_callbacks), model=model,
@@ -99,7 +101,7 @@ def run_experiment(request: RunRequest | Spec) -> Result:
                 _log_resume(job)
             else:
                 _log_inputs(job)
-            result = _train(job, request.data_dir)
+            result = _train(job, data)
     result.wall_seconds = time.perf_counter() - started
     return result
 
@@ -313,34 +315,34 @@ def _log_inputs(job: _Job) -> None:
     run.log_params(params)
 
 
-def _train(job: _Job, data_dir) -> Result:
-    config = job.config
-    dataset = sources.load(config, data_dir, config.training.seed)
-    sources.check_model(job.model, dataset, config)  # before anything trains: shape and class count
+def _train(job: _Job, data: inputs.Inputs) -> Result:
+    config, dataset, splits = job.config, data.dataset, data.splits
+    if not job.quiet:
+        job.console.print(data.summary_line(), highlight=False, soft_wrap=True)
     if dataset.skipped:
         job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip), "
                           f"the first: {dataset.skipped[0]}", highlight=False, soft_wrap=True)
     job.run.set_tags({**dataset.tags(), **_validation_tags(config.data.validation)})
-    splits = pipeline.split(dataset, config.data)
+    job.run.log_text(data.counts_csv(), names.CLASS_COUNTS)
     job.run.log_dataset(dataset.name, dataset.source, dataset.fingerprint, dataset.kind,
                         {"train": len(splits.y_train), "test": len(splits.y_test),
                          "val": 0 if splits.y_val is None else len(splits.y_val)})
     spe = pipeline.steps_per_epoch(len(splits.x_train), config.training.batch_size)
     with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
         model = job.model  # built before the run was created
-        _compile(model, config, spe)
+        _compile(model, config, spe, splits.class_names)
         if job.checkpoint is not None:
             _restore(model, job.checkpoint)
     if job.checkpoint is None:
         _log_model_facts(job.run, model, config, splits)
         _log_distribution(job)
-    history = _fit(job, splits, spe)
+    history = _fit(job, splits, spe, data.class_weight)
     return _finish(job, dataset, splits, history)
 
 
 def _restore(model: keras.Model, checkpoint: Path) -> None:
     """Weights and optimizer state (step count, moments, schedule position) of an interrupted run."""
-    saved = keras.saving.load_model(checkpoint, compile=True)
+    saved = keras.saving.load_model(checkpoint, compile=True, custom_objects=metrics.CUSTOM_OBJECTS)
     model.set_weights(saved.get_weights())
     model.optimizer.build(model.trainable_variables)
     if saved.optimizer is not None and len(saved.optimizer.variables) == len(model.optimizer.variables):
@@ -363,10 +365,10 @@ def _validation_tags(validation: str) -> dict:
     return {names.VALIDATION: validation}
 
 
-def _compile(model, config: Config, spe: int) -> None:
+def _compile(model, config: Config, spe: int, class_names: tuple[str, ...]) -> None:
     settings = config.settings
     model.compile(optimizer=build.optimizer(config.optimizer, spe, config.training.epochs),
-                  loss=build.loss(config.loss), metrics=list(config.metrics),
+                  loss=build.loss(config.loss), metrics=metrics.metrics(config, class_names),
                   jit_compile=settings.jit_compile, steps_per_execution=settings.steps_per_execution)
 
 
@@ -390,12 +392,13 @@ def _summary_text(info: dict, spec: Config) -> str:
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
 
-def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
+def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None) -> dict:
     config, training = job.config, job.config.training
     one_hot = _one_hot_classes(config, splits)
     train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training.batch_size,
                                       shuffle=training.shuffle, seed=training.seed,
-                                      augmentation=config.augmentation, one_hot_classes=one_hot)
+                                      augmentation=config.augmentation, one_hot_classes=one_hot,
+                                      balanced=training.sampling == "balanced")
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
         splits.x_val, splits.y_val, batch_size=training.batch_size, one_hot_classes=one_hot)
     if distribute.worker_count() > 1:
@@ -412,7 +415,7 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int) -> dict:
            *build.callbacks(config.callbacks, job.run.artifact_dir), *job.extra_callbacks,
            history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
-                  initial_epoch=job.initial_epoch,
+                  initial_epoch=job.initial_epoch, class_weight=class_weight,
                   callbacks=cbs, verbose=0)
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
@@ -497,7 +500,7 @@ def _scoring_model(job: _Job) -> keras.Model:
     if standalone.computes_in_float32(job.model):
         return job.model
     copy = standalone.float32_copy(job.model)
-    copy.compile(loss=build.loss(job.config.loss), metrics=list(job.config.metrics))  # scores only
+    copy.compile(loss=build.loss(job.config.loss), metrics=metrics.named(job.config))  # scores only
     return copy
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import numpy as np
 from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
 from runner.records import names, plots, store
-from runner.trained.use import IMAGE_SUFFIXES, Model, read_image
+from runner.text import dims
+from runner.trained.use import IMAGE_SUFFIXES, Model, reader
 from runner.training.data import load_dataset
 
 EPSILON = 1e-7  # Keras's: probabilities are clipped to [eps, 1 - eps] before the log, as its cross-entropy does
@@ -27,6 +28,7 @@ class Labelled:
     labels: np.ndarray   # int class indices
     name: str            # e.g. "mnist test split (first 256)" or the folder
     digest: str = ""     # the dataset's fingerprint, when it is a built-in one
+    notes: list[str] = field(default_factory=list)   # for stderr: e.g. how many images were resized
 
 
 @dataclass
@@ -69,9 +71,9 @@ def labelled_data(model: Model, data: str | None, limit: int | None, data_dir: s
     """`--data`: a built-in dataset's test split, a folder with one sub-folder per class, or (none given) the test
     split the run itself was scored on."""
     if data is None:
-        return _run_test_split(model, limit, data_dir)
+        return _fitted(_run_test_split(model, limit, data_dir), model)
     if data in DATASETS:
-        return _test_split(data, limit, data_dir)
+        return _fitted(_test_split(data, limit, data_dir), model)
     if Path(data).is_dir():
         return _class_folders(Path(data), model, limit)
     hint = did_you_mean(data, DATASETS) or f"give a folder with one sub-folder per class, or {' or '.join(DATASETS)}"
@@ -97,19 +99,31 @@ def _test_split(name: str, limit: int | None, data_dir: str | None, whose: str =
 def _class_folders(folder: Path, model: Model, limit: int | None) -> Labelled:
     """FOLDER/CLASS/*.png, CLASS a class name of the model (`7`, or `Trouser`)."""
     index = {name: i for i, name in enumerate(model.class_names)}
-    pixels, labels = [], []
+    pixels, labels, images = [], [], reader(model)
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         if sub.name not in index:
             raise XrunError(f"'{sub.name}' is not one of the model's classes", where=str(sub),
                             hint=did_you_mean(sub.name, index) or "name each sub-folder after a class: "
                                  + ", ".join(model.class_names))
         for path in sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            pixels.append(read_image(path, model.image_shape))
+            pixels.append(images.read(path))
             labels.append(index[sub.name])
     if not pixels:
         raise XrunError("no class sub-folders with PNG or JPEG images", where=str(folder),
                         hint="put each class's images in a sub-folder named after it, e.g. 7/a.png")
-    return Labelled(np.stack(pixels)[:limit], np.array(labels[:limit], dtype=np.int64), str(folder))
+    return Labelled(np.stack(pixels)[:limit], np.array(labels[:limit], dtype=np.int64), str(folder),
+                    notes=images.notes())
+
+
+def _fitted(data: Labelled, model: Model) -> Labelled:
+    """The data's images in the model's input shape (a channel axis of 1 added or dropped); other images refused."""
+    shape, given = tuple(model.image_shape), data.pixels.shape[1:]
+    if given[:2] == shape[:2] and int(np.prod(given)) == int(np.prod(shape)):
+        data.pixels = data.pixels.reshape((len(data.pixels), *shape))
+        return data
+    raise XrunError(f"{model.label} takes images of shape {dims(shape)}; {data.name} holds images of shape "
+                    f"{dims(given)}", hint="give --data images like those it was trained on: a folder with one "
+                                           "sub-folder per class")
 
 
 # --- the evaluation -------------------------------------------------------------------------------------

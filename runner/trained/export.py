@@ -4,6 +4,7 @@ before it is put in place."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -57,6 +58,7 @@ def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None
     path = Path(output) if output else default_path(model, fmt, quantize)
     description = path.with_name(path.name + ".json")
     _refuse_overwrite([path, description], force)
+    _refuse_unwritable(path, folder=not FORMATS[fmt].suffix)
     model.keras(check_data.pixels[:1])  # a loaded model has never been called, which Keras's ONNX export needs
     with tempfile.TemporaryDirectory(prefix="xrun-export-") as tmp:
         built = Path(tmp) / ("model" + FORMATS[fmt].suffix)
@@ -72,6 +74,20 @@ def _refuse_overwrite(paths: list[Path], force: bool) -> None:
     if existing and not force:
         raise XrunError("already exists", where=str(existing[0]),
                         hint="give another --output, or --force to replace it")
+
+
+def _refuse_unwritable(path: Path, folder: bool) -> None:
+    """Before converting (minutes, for a large model): the output's folder exists or can be made, and is writable,
+    and a file's output is not a folder."""
+    if path.is_dir() and not folder:
+        raise XrunError("is a folder", where=str(path), hint="give a file name, e.g. " + str(path / "model"))
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise XrunError(f"{parent} is a file, not a folder", where=str(path), hint="give another --output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise XrunError(f"the folder {parent} is not writable", where=str(path), hint="give another --output")
 
 
 def _replace(built: Path, path: Path) -> None:

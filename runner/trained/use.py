@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -30,6 +32,16 @@ class Model:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return standalone.image_shape(self.keras)
+
+    @property
+    def resizing(self) -> Resizing | None:
+        """How training resized its images (data.image_size), so that images of other sizes are taken alike."""
+        params = self.logged.params if self.logged else {}
+        size = json.loads(params.get("data.image_size") or "null")
+        if not size:
+            return None
+        return Resizing(tuple(size), params.get("data.interpolation", "bilinear"),
+                        params.get("data.crop_to_aspect_ratio") == "true")
 
     @property
     def label(self) -> str:
@@ -81,21 +93,65 @@ def _dataset_classes(dataset: str | None, model: keras.Model) -> list[str]:
 
 # --- inputs ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Resizing:
+    """A run's data.image_size, data.interpolation and data.crop_to_aspect_ratio."""
+
+    size: tuple[int, int]         # (height, width)
+    interpolation: str
+    crop: bool
+
+    def note(self, count: int) -> str:
+        """The one line that says images were resized, and how."""
+        how = f"{self.interpolation}{', centre-cropped to the aspect ratio' if self.crop else ''}"
+        return (f"resized {count} image{'s' if count != 1 else ''} to {self.size[1]}x{self.size[0]} ({how}), "
+                "as training resized its images (data.image_size)")
+
+
 @dataclass
 class Images:
     names: list[str]      # a file's path, or `file.npy[i]` for one image of an array
     pixels: np.ndarray    # uint8, (N, *image_shape)
+    notes: list[str] = field(default_factory=list)   # for stderr: e.g. how many images were resized
 
 
-def read_inputs(paths: list[str], image_shape: tuple[int, ...]) -> Images:
+@dataclass
+class ImageReader:
+    """Reads image files for one model: at its size, or resized as its training resized them; counts those."""
+
+    image_shape: tuple[int, ...]
+    resizing: Resizing | None = None
+    resized: int = 0
+
+    def read(self, path: Path) -> np.ndarray:
+        size, pixels = _open(path, self.image_shape)
+        if size == tuple(self.image_shape[:2]):
+            return pixels.reshape(self.image_shape)
+        if self.resizing is None:
+            h, w = size
+            raise XrunError(f"the image is {w}x{h} pixels; the model takes {self.image_shape[1]}x{self.image_shape[0]}",
+                            where=str(path), hint=f"resize or crop it to {self.image_shape[1]}x{self.image_shape[0]} "
+                                                  "first")
+        self.resized += 1
+        return _as_training_read(path, self.image_shape, self.resizing)
+
+    def notes(self) -> list[str]:
+        return [self.resizing.note(self.resized)] if self.resized else []
+
+
+def reader(model: Model) -> ImageReader:
+    return ImageReader(model.image_shape, model.resizing)
+
+
+def read_inputs(paths: list[str], image_reader: ImageReader) -> Images:
     """Image files (PNG, JPEG), folders of them (searched recursively), and .npy arrays of uint8 images."""
     names, arrays = [], []
     for given in paths:
         for path in _files(Path(given)):
-            found_names, pixels = _read(path, image_shape)
+            found_names, pixels = _read(path, image_reader)
             names += found_names
             arrays.append(pixels)
-    return Images(names, np.concatenate(arrays))
+    return Images(names, np.concatenate(arrays), image_reader.notes())
 
 
 def _files(path: Path) -> list[Path]:
@@ -110,30 +166,42 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read(path: Path, image_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
+def _read(path: Path, image_reader: ImageReader) -> tuple[list[str], np.ndarray]:
     if path.suffix.lower() == ".npy":
-        pixels = _array(path, image_shape)
+        pixels = _array(path, image_reader.image_shape)
         return [f"{path}[{i}]" for i in range(len(pixels))], pixels
-    return [str(path)], read_image(path, image_shape)[None]
+    return [str(path)], image_reader.read(path)[None]
 
 
-def read_image(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
-    """One image as uint8 pixels: grey for a one-channel model (an RGB file is converted, as PIL does), RGB for
-    three. Never resized: the model was trained at one size, and a resized image is another input."""
+def _open(path: Path, image_shape: tuple[int, ...]) -> tuple[tuple[int, int], np.ndarray]:
+    """(height, width) and uint8 pixels: grey for a one-channel model (an RGB file is converted, as PIL does), RGB
+    for three. A file whose header claims more pixels than Pillow's bomb limit is refused before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            mode = "L" if len(image_shape) == 2 or image_shape[-1] == 1 else "RGB"
-            pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # past the limit: a warning, then an error
+            with Image.open(path) as image:
+                mode = "L" if len(image_shape) == 2 or image_shape[-1] == 1 else "RGB"
+                pixels = np.asarray(image.convert(mode), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise XrunError(f"too large to read safely ({one_line(exc, 200, '...')})", where=str(path),
+                        hint=f"give images of the model's size, {image_shape[1]}x{image_shape[0]}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise XrunError(f"not an image xrun can read ({one_line(exc, 200, '...')})", where=str(path),
                         hint="give PNG or JPEG files, a folder of them, or a .npy of uint8 images") from None
-    if pixels.shape[:2] != tuple(image_shape[:2]):
-        h, w = pixels.shape[:2]
-        raise XrunError(f"the image is {w}x{h} pixels; the model takes {image_shape[1]}x{image_shape[0]}",
-                        where=str(path), hint=f"resize or crop it to {image_shape[1]}x{image_shape[0]} first")
-    return pixels.reshape(image_shape)
+    return pixels.shape[:2], pixels
+
+
+def _as_training_read(path: Path, image_shape: tuple[int, ...], resizing: Resizing) -> np.ndarray:
+    """The file decoded and resized by training's own code (runner/training/sources.py), so the same pixels."""
+    import tensorflow as tf
+
+    from runner.training.sources import ImageFiles
+
+    channels = 1 if len(image_shape) == 2 else image_shape[-1]
+    files = ImageFiles(np.array([str(path)]), resizing.size, channels, True, resizing.crop, resizing.interpolation)
+    return files.decode(tf.constant(str(path))).numpy().reshape(image_shape)
 
 
 def _array(path: Path, image_shape: tuple[int, ...]) -> np.ndarray:

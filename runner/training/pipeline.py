@@ -17,6 +17,7 @@ from runner.language.sections import Augmentation, Data
 from runner.training.augment import make_batch_augmenter
 from runner.training.data import Dataset
 from runner.training.sources import ImageFiles
+from runner.training.splits import held_out
 
 
 @dataclass
@@ -53,14 +54,14 @@ def _split(dataset: Dataset, data: Data) -> Splits:
         return Splits(x_train, y_train, x_test, y_test, x_test, y_test, how)
     if how == "none":
         return Splits(x_train, y_train, None, None, x_test, y_test, how)
-    # Like Keras's validation_split: the last fraction of the training data, taken before any shuffling.
-    n_val = max(1, int(round(len(x_train) * data.validation_split)))
-    if n_val >= len(x_train):
-        raise XrunError(f"holding out {n_val} of {len(x_train)} training examples for validation leaves none "
-                        "to train on", path="data.validation_split",
-                        hint="raise data.limit or lower data.validation_split")
-    return Splits(_part(x_train, slice(-n_val)), y_train[:-n_val], _part(x_train, slice(-n_val, None)),
-                  y_train[-n_val:], x_test, y_test, how)
+    # Stratified and seeded: every class in both parts, whatever order the examples come in (a class-sorted file).
+    out = held_out(y_train, data.validation_split, data.split_seed)
+    if out.all() or not out.any():
+        raise XrunError(f"holding out validation_split {data.validation_split} of {len(x_train)} training examples "
+                        "leaves none to train on or none to validate on", path="data.validation_split",
+                        hint="raise data.limit, or change data.validation_split")
+    keep, val = np.flatnonzero(~out), np.flatnonzero(out)
+    return Splits(_part(x_train, keep), y_train[keep], _part(x_train, val), y_train[val], x_test, y_test, how)
 
 
 def _part(x, index):
@@ -91,13 +92,15 @@ def _prepare(one_hot_classes: int | None):
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
-                  augmentation: Augmentation | dict | None, one_hot_classes: int | None) -> tf.data.Dataset:
+                  augmentation: Augmentation | dict | None, one_hot_classes: int | None,
+                  balanced: bool = False) -> tf.data.Dataset:
     """An endless stream of prepared (and augmented) batches; fit() reads `steps_per_epoch` of them per epoch.
 
     Shuffling happens before batching and again on every pass; augmentation is stateless, seeded by
-    (seed, batch number), so a run is repeatable whatever tf.data's parallelism.
+    (seed, batch number), so a run is repeatable whatever tf.data's parallelism. `balanced` draws each class
+    equally often (each class's examples reshuffled on every pass of their own).
     """
-    ds = _examples(x, y, shuffle=shuffle, seed=seed)
+    ds = _balanced(x, y, seed) if balanced else _examples(x, y, shuffle=shuffle, seed=seed)
     ds = ds.batch(batch_size).repeat().map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
     augment = make_batch_augmenter(augmentation)  # per-image steps, then mixup / cutmix on (images, labels)
     if augment is not None:
@@ -105,6 +108,14 @@ def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: boo
             lambda i, batch: augment(batch[0], batch[1], tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _balanced(x, y: np.ndarray, seed: int) -> tf.data.Dataset:
+    """Examples drawn class by class with equal chances (tf.data's sample_from_datasets), seeded."""
+    classes = np.unique(y)
+    streams = [_examples(_part(x, np.flatnonzero(y == c)), y[y == c], shuffle=True, seed=seed + i).repeat()
+               for i, c in enumerate(classes)]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=[1 / len(classes)] * len(classes), seed=seed)
 
 
 # A shuffle buffer holds decoded images: for data streamed from disk it is bounded by bytes, not examples.

@@ -16,11 +16,13 @@ import tensorflow as tf
 
 from runner.errors import did_you_mean
 from runner.language import data_facts as facts
+from runner.language.advice import print_warnings
 from runner.language.data_facts import data_error
 from runner.language.reference import resolve
 from runner.language.spec import Spec
 from runner.text import dims
 from runner.training.data import load_dataset
+from runner.training.splits import held_out
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +163,9 @@ def load_csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     rows = facts.csv_rows(path, locate)
     names = facts.class_names([row[1] for row in rows])
     numeric = all(label.isdigit() for _, label, _ in rows)
-    listed = {split: [(p, int(label) if numeric else names.index(label)) for p, label, s in rows if s == split]
+    # In order of file name (then class), as a folder's images are: the same images give the same run either way.
+    listed = {split: sorted(((p, int(label) if numeric else names.index(label)) for p, label, s in rows if s == split),
+                            key=lambda row: (row[0].name, row[1]))
               for split in facts.SPLIT_FOLDERS if any(s == split for _, _, s in rows)}
     missing = [p for p, _, _ in rows if not p.is_file()]
     if missing and data["on_bad_file"] == "fail":
@@ -179,14 +183,10 @@ def _from_files(data: dict, locate, splits: dict, names: tuple, seed: int, where
     scanned = {split: _scan(rows, data, locate) for split, rows in splits.items()}
     skipped = tuple(str(p) for _, _, bad in scanned.values() for p in bad)
     size = _common_size(scanned, data, locate)
-    rng = np.random.default_rng(seed)
     parts = {split: (np.array([str(r[0]) for r in rows]), np.array([r[1] for r in rows], np.int32))
              for split, (rows, _, _) in scanned.items()}
     if "test" not in parts:
-        parts["train"], parts["test"] = _hold_out(*parts["train"], data["test_split"], rng, locate, "test_split")
-    if "val" not in parts and data["validation"] == "split":
-        parts["train"], parts["val"] = _hold_out(*parts["train"], data["validation_split"], rng, locate,
-                                                 "validation_split")
+        parts["train"], parts["test"] = _hold_out(*parts["train"], data["test_split"], seed, locate, "test_split")
     files = {split: ImageFiles(p, size, facts.CHANNELS[data["color_mode"]], bool(data.get("image_size")),
                                data["crop_to_aspect_ratio"], data["interpolation"], data["cache"])
              for split, (p, _) in parts.items()}
@@ -256,14 +256,13 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _hold_out(x, y, fraction: float, rng: np.random.Generator, locate, key: str):
-    """(kept, held out): a random `fraction` of the examples (drawn with the seed), both in their order."""
-    n_out = max(1, int(round(len(y) * fraction)))
-    if n_out >= len(y):
-        raise data_error(f"holding out {n_out} of {len(y)} examples ({key}) leaves none to train on", locate,
-                         f"add examples or lower data.{key}", key)
-    out = np.zeros(len(y), bool)
-    out[rng.choice(len(y), n_out, replace=False)] = True
+def _hold_out(x, y, fraction: float, seed: int, locate, key: str):
+    """(kept, held out): `fraction` of each class (splits.held_out, drawn with data.split_seed), both in their
+    order."""
+    out = held_out(y, fraction, seed)
+    if out.all() or not out.any():
+        raise data_error(f"holding out {key} {fraction} of {len(y)} examples leaves none to train on or none to "
+                         "hold out", locate, f"add examples or change data.{key}", key)
     return (x[~out], y[~out]), (x[out], y[out])
 
 
@@ -286,7 +285,7 @@ def load_arrays(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     if "x_test" in images:
         train, test = (x, y), (images["x_test"], labels["y_test"])
     else:
-        train, test = _hold_out(x, y, data["test_split"], np.random.default_rng(seed), locate, "test_split")
+        train, test = _hold_out(x, y, data["test_split"], seed, locate, "test_split")
     shape = tuple(x.shape[1:]) + ((1,) if x.ndim == 3 else ())
     where = str(path.resolve())
     return Data(path.stem, "arrays", where, *train, *test, names, shape, digest, path=where)
@@ -305,9 +304,19 @@ def _images(x: np.ndarray, key: str, data: dict, locate) -> np.ndarray:
         raise data_error(f"{key} has shape {list(x.shape)}; expected [N, height, width] or "
                          "[N, height, width, channels]", locate, "reshape the images before saving them", "path")
     if x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating):
-        return x if x.dtype == np.uint8 else x.astype(np.float32)
+        return x if x.dtype == np.uint8 else _floats(x, key, locate)
     raise data_error(f"{key} is {x.dtype}; expected uint8 (0-255) or float images", locate,
                      "save the images as uint8 or float32", "path")
+
+
+def _floats(x: np.ndarray, key: str, locate) -> np.ndarray:
+    """Float images as they are; pixels above 1 are legal but most likely not scaled (0..16 digits, 0..255 floats)."""
+    top = float(x.max()) if x.size else 0.0
+    if top > 1:
+        print_warnings([data_error(f"{key} holds float pixels up to {top:g}, taken as they are; xrun expects float "
+                                   "pixels in [0, 1] (uint8 0-255 it scales itself)", locate,
+                                   f"divide the images by {top:g} before saving them, or save them as uint8", "path")])
+    return x.astype(np.float32)
 
 
 def _labels(y: np.ndarray, key: str, data: dict, locate) -> np.ndarray:

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import DATA_DIR, client, experiment, only_run, store_uri, train, xrun
+from helpers import DATA_DIR, artifact_text, client, experiment, only_run, store_uri, train, xrun
 
 from runner.errors import XrunError
 from runner.language import data_facts
@@ -299,7 +299,7 @@ def exported(tmp_path_factory):
 
 
 def run_on(folder: Path, data: dict, name: str):
-    doc = experiment(data={"validation": "none", **data}, model=CNN,
+    doc = experiment(data={"validation": "split", **data}, model=CNN,
                      training={"epochs": 2, "batch_size": 64, "seed": 7})
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -316,17 +316,23 @@ def test_folder_arrays_and_csv_train_as_the_builtin_source_on_the_same_images(ex
     assert builtin.test_accuracy > 0.8
     for result in (folder, arrays, listed):
         assert abs(result.test_accuracy - builtin.test_accuracy) <= 0.01
-    # The folder (ordered by file name) and the npz hold the builtin's images in its order: the very same run.
-    assert folder.test_accuracy == arrays.test_accuracy == builtin.test_accuracy
+    # The folder and the CSV (both ordered by file name) and the npz hold the builtin's images in its order: the
+    # same stratified validation split, and the very same run.
+    assert folder.test_accuracy == arrays.test_accuracy == listed.test_accuracy == builtin.test_accuracy
+    assert folder.history == arrays.history == listed.history == builtin.history
+    counts = {name: artifact_text(store_uri(exported / name), only_run(store_uri(exported / name)).info.run_id,
+                                  "data/class_counts.csv") for name in ("builtin", "folder", "arrays", "csv")}
+    assert len(set(counts.values())) == 1
+    assert counts["folder"].splitlines()[-1] == "total,1800,200,2000"
     uri = store_uri(exported / "folder")
     run = only_run(uri)
     assert {k: run.data.tags[k] for k in ("dataset.kind", "dataset.classes", "dataset.shape", "dataset.name")} == {
         "dataset.kind": "image_folder", "dataset.classes": "0,1,2,3,4,5,6,7,8,9", "dataset.shape": "28x28x1",
         "dataset.name": "digits"}
-    assert (run.data.params["data.train_examples"], run.data.params["data.test_examples"]) == ("2000", "2000")
+    assert (run.data.params["data.train_examples"], run.data.params["data.test_examples"]) == ("1800", "2000")
     inputs = client(uri).get_run(run.info.run_id).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("digits", run.data.tags["dataset.fingerprint"])]
-    assert {t.key: t.value for t in inputs[0].tags}["xrun.examples.train"] == "2000"
+    assert {t.key: t.value for t in inputs[0].tags}["xrun.examples.train"] == "1800"
 
 
 @pytest.mark.slow

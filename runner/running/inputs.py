@@ -1,0 +1,85 @@
+"""A run's data: loaded, split and checked against the model before any MLflow run exists (so a bad split leaves no
+FAILED run behind), with each split's class counts as the table a run logs and shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runner.errors import XrunError, did_you_mean
+from runner.language.config import Config
+from runner.training import pipeline, sources, splits
+
+
+@dataclass
+class Inputs:
+    dataset: sources.Data
+    splits: pipeline.Splits
+    class_weight: dict[int, float] | None = None  # what fit() weighs each class's examples by
+
+    def counts(self) -> dict[str, list[int]]:
+        """Examples of each class in each split (a split that does not exist: none)."""
+        classes = len(self.splits.class_names)
+        s = self.splits
+        return {"train": splits.class_counts(s.y_train, classes), "val": splits.class_counts(s.y_val, classes),
+                "test": splits.class_counts(s.y_test, classes)}
+
+    def counts_csv(self) -> str:
+        """The class counts as CSV: a row per class, a column per split, and a total row."""
+        counts = self.counts()
+        rows = ["class,train,val,test"]
+        for i, name in enumerate(self.splits.class_names):
+            rows.append(",".join([_csv_cell(name), *(str(counts[k][i]) for k in ("train", "val", "test"))]))
+        rows.append(",".join(["total", *(str(sum(counts[k])) for k in ("train", "val", "test"))]))
+        return "\n".join(rows) + "\n"
+
+    def summary_line(self) -> str:
+        """One line for the start of a run: each split's size and its rarest class."""
+        parts = []
+        for split, counts in self.counts().items():
+            if sum(counts):
+                rarest = min(range(len(counts)), key=counts.__getitem__)
+                parts.append(f"{split} {sum(counts)} (fewest: {counts[rarest]} of '{self.splits.class_names[rarest]}')")
+        return f"data: {len(self.splits.class_names)} classes; " + ", ".join(parts)
+
+
+def load(config: Config, data_dir: str | None, model) -> Inputs:
+    """The data section's examples and splits, checked: the model takes them, every class is in every split
+    xrun uses, and training has at least one batch."""
+    dataset = sources.load(config, data_dir, config.data.split_seed)
+    sources.check_model(model, dataset, config)
+    parts = pipeline.split(dataset, config.data)
+    _check(parts, config)
+    return Inputs(dataset, parts, class_weight(config, parts))
+
+
+def class_weight(config: Config, parts: pipeline.Splits) -> dict[int, float] | None:
+    """`training.class_weight` as fit() takes it: `auto` is n / (classes x n_class) over the training split (the
+    average example weighs 1); named weights are checked against the data's classes, the rest weigh 1."""
+    asked, names = config.training.class_weight, parts.class_names
+    if asked is None:
+        return None
+    if asked == "auto":
+        counts = splits.class_counts(parts.y_train, len(names))
+        return {i: len(parts.y_train) / (len(names) * n) for i, n in enumerate(counts)}
+    for name in asked:
+        if name not in names:
+            raise XrunError(f"the data has no class '{name}'", where=config.locate(("training", "class_weight", name),
+                                                                                    key=True),
+                            path=f"training.class_weight.{name}",
+                            hint=did_you_mean(name, names) or f"the classes are {', '.join(names[:10])}")
+    return {i: float(asked.get(name, 1.0)) for i, name in enumerate(names)}
+
+
+def _check(parts: pipeline.Splits, config: Config) -> None:
+    limit = "data.limit" if config.data.limit else "data.validation_split"
+    names = parts.class_names
+    splits.check_classes("training", parts.y_train, names, limit,
+                         "the examples may be sorted by class: raise data.limit, or give them in any order")
+    if parts.y_val is not None and parts.validation == "split":
+        splits.check_classes("validation", parts.y_val, names, "data.validation_split",
+                             "each class needs two or more training examples: raise data.limit or add examples")
+    splits.check_one_batch(len(parts.y_train), config.training.batch_size)
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text}"' if any(c in text for c in ',"\n') else text
