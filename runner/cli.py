@@ -74,8 +74,11 @@ def cli():
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @set_option
-def validate(files, overrides):
-    """Check experiment FILES: YAML syntax, the schema, names, blocks and layer references.
+@click.option("--no-data", is_flag=True, help="Check the files without their data: a data.path that names nothing "
+              "is not an error (data kept on another machine, or not made yet).")
+def validate(files, overrides, no_data):
+    """Check experiment FILES: YAML syntax, the schema, names, blocks, layer references, and the model against its
+    data (which must exist, unless --no-data).
 
     Shapes, model size and KerasLayer arguments need Keras: `summary` and `run` check those.
     """
@@ -85,7 +88,7 @@ def validate(files, overrides):
     failed = 0
     for file in files:
         try:
-            print_warnings(load_spec(file, overrides).warnings)
+            print_warnings(load_spec(file, overrides, data_must_exist=not no_data).warnings)
         except XrunError as exc:
             failed += 1
             click.echo(exc.format(), err=True)
@@ -151,7 +154,10 @@ def run(file, overrides, tracking_uri, data_dir, quiet, workers, worker_index, b
     spec = None if resume else load_spec(file, overrides)  # a resume's plan reads FILE itself
     print_warnings(spec.warnings if spec else ())
     if journal.waiting(uri):  # what a dead process or a failed store left: first
-        from runner.records import store
+        from runner.records import logged, store
+
+        if logged.waiting(uri):  # a kept MLflow model is logged through Keras: TensorFlow, quietly
+            import_tensorflow()
 
         _echo_synced(store.sync(uri, only_this=True))
     plan = _resume_plan(file, overrides, resume, uri, allow_changes) if resume else None
@@ -187,8 +193,10 @@ def _echo_synced(delivered: list) -> None:
 def sync(tracking_uri):
     """Deliver what runs kept locally because the store failed or their process died: their metrics, files,
     model checkpoint and end (a run left RUNNING by a killed process ends KILLED). Exits 1 if any is still kept."""
-    from runner.records import store
+    from runner.records import logged, store
 
+    if logged.waiting(tracking_uri):  # a kept MLflow model is logged through Keras: TensorFlow, quietly
+        import_tensorflow()
     delivered = store.sync(tracking_uri)
     _echo_synced(delivered)
     if not delivered:
@@ -399,8 +407,9 @@ def predict(model, inputs, top_k, fmt, tracking_uri):
 
 @cli.command()
 @model_argument
-@click.option("--data", metavar="FOLDER|DATASET", help="A folder with one sub-folder of images per class (named "
-              "after the classes), or mnist / fashion_mnist (its test split). Default: the run's own test split.")
+@click.option("--data", metavar="DATA", help="The test split of an .npz, a CSV list, a folder of train/ test/ folders "
+              "or an experiment YAML's data section; a folder with one sub-folder of images per class (all of them); "
+              "or mnist / fashion_mnist. Default: the run's own test split, whatever its source.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N images.")
 @click.option("--log/--no-log", default=True, show_default=True,
               help="Record the evaluation in MLflow, as a run nested under the training run.")
@@ -420,7 +429,7 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
     from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
-    data_set = ev.labelled_data(loaded, data, limit, data_dir)
+    data_set = ev.labelled_data(loaded, data, limit, data_dir, tracking_uri)
     for note in data_set.notes:
         click.echo(note, err=True)
     result = ev.evaluate(loaded, data_set)
@@ -448,8 +457,8 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
 @click.option("--force", is_flag=True, help="Replace an existing output.")
 @click.option("--check-images", type=click.IntRange(min=1), default=200, show_default=True,
               help="Test images the export is checked on against Keras.")
-@click.option("--data", metavar="FOLDER|DATASET", help="Check on these images (as `evaluate --data`); default: the "
-              "run's test split.")
+@click.option("--data", metavar="DATA", help="Check on these images (what `evaluate --data` takes); default: the "
+              "run's own test split.")
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=0.02, show_default=True,
               help="Refuse an export whose accuracy on the check images is lower than Keras's by more than this.")
 @tracking_uri_option
@@ -471,7 +480,7 @@ def export_model(model, fmt, quantize, output, force, check_images, data, max_dr
     from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
-    check_data = ev.labelled_data(loaded, data, check_images, data_dir)
+    check_data = ev.labelled_data(loaded, data, check_images, data_dir, tracking_uri)
     done = ex.export(loaded, fmt, check_data, quantize=quantize, output=Path(output) if output else None,
                      force=force, max_drop=max_drop, data_dir=data_dir)
     c = done.check
@@ -518,9 +527,10 @@ def pull(dataset, data_dir, force):
 
 @data.command(name="export")
 @click.argument("dataset")
-@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["folder", "npz"]), default="folder", show_default=True,
-              help="PNG files in DEST/train/<class>/ and DEST/test/<class>/, or one DEST/<DATASET>.npz.")
+              help="PNG files in DEST/train/<class>/ and DEST/test/<class>/, or one DEST/<DATASET>.npz "
+                   "(DEST itself when it ends in .npz).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the first N images of each split.")
 @data_dir_option
 def export(dataset, dest, fmt, limit, data_dir):

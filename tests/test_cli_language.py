@@ -30,7 +30,9 @@ def python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_validate_imports_no_tensorflow():
-    files = [str(p) for p in sorted(EXPERIMENTS.glob("*.yaml"))]
+    # The data of folder_digits and the ImageNet ones is not in the repository, and validate says so (issue 22).
+    files = [str(p) for p in sorted(EXPERIMENTS.glob("*.yaml"))
+             if p.stem not in ("folder_digits", "vgg16", "resnet50", "mobilenetv2")]
     result = python(f"""
         import sys, time
         start = time.perf_counter()
@@ -113,7 +115,7 @@ def test_summary_of_a_shape_error_exits_2(tmp_path, capsys):
     path = tmp_path / "t.yaml"
     path.write_text(f"extends: {BASE}\nname: t\nmodel:\n  layers:\n    - {{type: MaxPooling2D, pool_size: 7}}\n"
                     "    - {type: Conv2D, filters: 4, kernel_size: 5}\n    - {type: Flatten}\n"
-                    "    - {type: Dense, units: 10}\n")
+                    "    - {type: Dense, units: 10, activation: softmax}\n")
     assert run(["summary", str(path)]) == 2
     out, err = capsys.readouterr()
     assert err == (f"{path}:6:14: model.layers[1]: Conv2D's 5x5 kernel does not fit its 4x4 input (None, 4, 4, 1); "

@@ -251,3 +251,56 @@ def test_sigterm_with_a_hung_server_acts_in_seconds_and_exits_143(tmp_path, serv
     os.killpg(started[-1].pid, signal.SIGCONT)
     assert sync(tmp_path, url) == f"xrun sync: run {run_id[:8]} ({url}): KILLED\n"
     check_invariant(url, run_id, tmp_path, "KILLED", 1)
+
+
+# --- a damaged checkpoint: refused before the run is touched -----------------------------------------------------
+
+def test_resuming_from_a_truncated_checkpoint_is_one_line_and_the_run_stays_killed(tmp_path):
+    from helpers import xrun as in_process
+
+    path = experiment(tmp_path, epochs=1, limit=64)
+    uri = store_uri(tmp_path)
+    run_id = train(path, uri=uri).run_id
+    MlflowClient(uri).set_terminated(run_id, status="KILLED")
+    saved = tmp_path / "artifacts" / run_id / "artifacts" / "checkpoints" / "last.keras"
+    saved.write_bytes(saved.read_bytes()[:1000])  # a copy cut short
+    code, out, err = in_process(path, "--tracking-uri", uri, "--resume", run_id[:8], "--set", "training.epochs=2")
+    assert (code, out) == (2, "")
+    assert err == (f"run {run_id[:8]}'s saved model (last.keras) is damaged (BadZipFile: File is not a zip "
+                   f"file); it cannot be resumed; start a new run without --resume (the run keeps its records as "
+                   f"they are)\n")
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+FULL_FOR_MODELS = """\
+import errno, os
+from mlflow.store.artifact import local_artifact_repo as repo
+
+def _full(self, *args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+repo.LocalArtifactRepository.log_artifacts = _full  # what logging a model writes with (single files go on)
+"""
+
+
+def test_a_full_store_disk_while_the_model_is_logged_is_one_line_and_sync_delivers_the_model(tmp_path):
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(FULL_FOR_MODELS)
+    path = experiment(tmp_path, epochs=2, limit=64)
+    uri = store_uri(tmp_path)
+    code, out, err = finished(xrun(tmp_path, path, "-q", "--tracking-uri", uri,
+                                   env={"PYTHONPATH": str(tmp_path / "inject")}))
+    run_id = the_run(uri).info.run_id
+    journal = tmp_path / "journal" / run_id
+    assert code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == (
+        f"{path}: the tracking store did not take the MLflow model (OSError: [Errno 28] No space left on device); "
+        f"run {run_id[:8]} and its model are kept in {journal}; deliver it with: xrun sync --tracking-uri {uri}")
+    assert sync(tmp_path, uri) == f"xrun sync: run {run_id[:8]} ({uri}): FINISHED\n"
+    check_invariant(uri, run_id, tmp_path, "FINISHED", 2)
+    run = MlflowClient(uri).get_run(run_id)
+    ready = [m for m in MlflowClient(uri).search_logged_models(experiment_ids=[run.info.experiment_id])
+             if str(m.status).endswith("READY")]
+    assert [m.model_uri for m in ready] == [run.data.tags["xrun.model_uri"]]
+    assert "error.txt" not in {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    assert not journal.exists()

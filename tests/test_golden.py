@@ -7,7 +7,6 @@ produce the values here from the current code, so a refactoring that changes wha
 import json
 
 import pytest
-
 from golden import make_golden
 
 GOLDEN = json.loads(make_golden.GOLDEN.read_text())

@@ -147,16 +147,18 @@ class DataSource:
     loader: str                     # "module:function" (data, locate, data_dir, seed) -> Data, in runner.training
     image_files: bool = False       # images streamed from files: skipped files counted, color_mode hinted
     path_is: str = ""               # what its `data.path` names, for hints ("" for a source without a path)
+    path_kind: str = ""             # "folder", "file" or "file or folder": a missing one is "no folder PATH"
 
 
 # The one table of data sources: a new source is its schema branch and an entry here (tests/language/test_data_facts.py).
 DATA_SOURCES = {source.name: source for source in (
     DataSource("builtin", _builtin, "runner.training.sources:load_builtin"),
     DataSource("image_folder", _folder, "runner.training.sources:load_image_folder", image_files=True,
-               path_is="a folder of class folders (or of train/ val/ test/ folders)"),
-    DataSource("arrays", _arrays, "runner.training.sources:load_arrays", path_is="an .npz file or a folder of .npy files"),
+               path_is="a folder of class folders (or of train/ val/ test/ folders)", path_kind="folder"),
+    DataSource("arrays", _arrays, "runner.training.sources:load_arrays",
+               path_is="an .npz file or a folder of .npy files", path_kind="file or folder"),
     DataSource("csv", _csv, "runner.training.sources:load_csv", image_files=True,
-               path_is="a CSV file of path,label rows"),
+               path_is="a CSV file of path,label rows", path_kind="file"),
     DataSource("tfds", _tfds, "runner.training.sources:load_tfds"),
 )}
 
@@ -166,9 +168,9 @@ def check_data_exists(document: dict, locate) -> None:
     data = document["data"]
     if "path" not in data or data_path(data, locate).exists():
         return
-    path_is = DATA_SOURCES[data.get("source", "builtin")].path_is
-    raise data_error(f"{data_path(data, locate)} does not exist", locate,
-                     f"give data.path as {path_is}", "path")
+    source = DATA_SOURCES[data.get("source", "builtin")]
+    raise data_error(f"no {source.path_kind} {data_path(data, locate)}", locate,
+                     f"give data.path as {source.path_is}", "path")
 
 
 # --- folders ----------------------------------------------------------------------------------------------------

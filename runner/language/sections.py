@@ -68,11 +68,27 @@ class Augmentation:
 
 
 @dataclass(frozen=True)
+class StopAt:
+    metric: str
+    value: float
+    direction: str                  # "auto", "above" or "below"
+
+    @property
+    def above(self) -> bool:
+        """Whether reaching means >= value (else <=): `auto` is below for a loss, above for anything else."""
+        return self.direction == "above" or (self.direction == "auto" and not self.metric.endswith("loss"))
+
+    def describe(self) -> str:
+        return f"{self.metric} {'>=' if self.above else '<='} {self.value:g}"
+
+
+@dataclass(frozen=True)
 class Training:
     epochs: int
     batch_size: int
     class_weight: str | Mapping[str, float] | None   # "auto", or a weight per class name
     sampling: str                   # "uniform" or "balanced"
+    stop_at: StopAt | None          # end training once a metric reaches a value
     shuffle: bool
     seed: int | None
     precision: str
@@ -137,7 +153,7 @@ class Sections:
 
 # Fields that hold a section of their own.
 _NESTED = {(Augmentation, "random_erasing"): RandomErasing, (Augmentation, "random_crop"): RandomCrop,
-           (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing,
+           (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing, (Training, "stop_at"): StopAt,
            **{(Sections, f.name): cls for f, cls in zip(fields(Sections), (Data, Augmentation, Training, Tracking))},
            (Sections, "sweep"): Sweep}
 

@@ -171,6 +171,23 @@ def _check_consistency(document: dict, locate) -> None:
         raise XrunError("class_weight and sampling: balanced both correct for imbalanced classes; together they "
                         "correct twice", where=locate(path, key=True), path=dotted(path),
                         hint="keep one: class_weight (weigh the loss) or sampling: balanced (draw classes equally)")
+    _check_stop_at(document, locate)
+
+
+def _check_stop_at(document: dict, locate) -> None:
+    """`training.stop_at` must watch a metric the run logs every epoch."""
+    stop_at = document["training"].get("stop_at")
+    if not stop_at:
+        return
+    metric, validated = stop_at["metric"], document["data"]["validation"] != "none"
+    known = ["loss", *(m for m in document["metrics"] if m != "class_recall")]
+    base = metric.removeprefix("val_")
+    if (base in known or base.startswith("recall_")) and (validated or not metric.startswith("val_")):
+        return
+    path = ("training", "stop_at", "metric")
+    shown = [*known, *(f"val_{k}" for k in known if validated)]
+    raise XrunError(f"the run logs no epoch metric '{metric}'", where=locate(path), path=dotted(path),
+                    hint="one of " + ", ".join(shown) + ("" if validated else " (data.validation is 'none')"))
 
 
 def _check_augmentation(document: dict, locate) -> None:

@@ -6,6 +6,8 @@ import keras
 
 # The input layer's name, which MLflow's signature, the served JSON and the exported formats show.
 INPUT_NAME = "pixels"
+# The output's name where a format names it (ONNX; Keras's converter would call it `Identity:0`).
+OUTPUT_NAME = "probabilities"
 PIXEL_DTYPE = "uint8"
 
 

@@ -41,7 +41,7 @@ def _entry(path: Path, finished: dict) -> dict:
     data = spec.data  # a built-in dataset's name, or where the own data is
     row.update(name=spec.name, dataset=data.dataset or f"{data.source}:{data.options['path']}",
                description=first_sentence(spec.description, 90),
-               **_results(spec, finished.get((spec.tracking.experiment, spec.name), [])))
+               **_results(spec, [r for r in finished.get(spec.tracking.experiment, []) if _ran_from(r, path, spec)]))
     try:
         row["params"] = _param_count(spec)
     except XrunError as exc:  # valid YAML whose layers do not fit together: say so where the size would be
@@ -67,17 +67,30 @@ def _param_count(spec) -> int | None:
                         hint="use padding: same, a smaller window, or down-sample less before this layer") from None
 
 
-def _finished_runs(tracking_uri: str | None) -> dict[tuple[str, str], list]:
-    """(MLflow experiment, run name) -> its finished runs, over the whole store.
+def _finished_runs(tracking_uri: str | None) -> dict[str, list]:
+    """MLflow experiment -> its finished runs (sweep parents aside: they trained nothing), over the whole store."""
+    from runner.records import names, query
 
-    A sweep's variants are named `NAME [what varied]`, so only plain runs of the experiment count.
-    """
-    from runner.records import query
-
-    out: dict[tuple[str, str], list] = {}
+    out: dict[str, list] = {}
     for run in query.find_runs(tracking_uri, status="FINISHED"):
-        out.setdefault((run.experiment, run.name), []).append(run)
+        if run.tags.get(names.SWEEP) != "parent":
+            out.setdefault(run.experiment, []).append(run)
     return out
+
+
+def _ran_from(run, path: Path, spec) -> bool:
+    """The run came from this file: by its experiment-file tag, which two files of one `name:` do not share.
+
+    The tag is the path as it was given, relative to where xrun ran: its parts end the file's absolute path.
+    A run without the tag (an evaluation, an old store) is credited by its name, as before the tag.
+    """
+    from runner.records import names
+
+    recorded = run.tags.get(names.EXPERIMENT_FILE)
+    if recorded is None:
+        return run.name == spec.name
+    parts, full = Path(recorded).parts, path.resolve().parts
+    return Path(recorded).resolve() == path.resolve() or (not Path(recorded).is_absolute() and full[-len(parts):] == parts)
 
 
 def _results(spec, runs: list) -> dict:

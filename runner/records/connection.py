@@ -12,7 +12,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from runner.errors import XrunError
-from runner.records.local import tracking_uri
+from runner.records.local import check_store, tracking_uri
 from runner.records.values import _short
 
 # MLflow narrates database set-up and migrations at INFO; a user only needs to hear about problems.
@@ -124,7 +124,8 @@ def _ready_client(uri: str) -> MlflowClient:
 
 
 def client(uri: str | None = None) -> MlflowClient:
-    return _ready_client(tracking_uri(uri))
+    """A client of an existing store, for reading it (and editing its runs): a missing one is not created."""
+    return _ready_client(check_store(tracking_uri(uri)))
 
 
 def _get_run(c: MlflowClient, run_id: str):
@@ -141,3 +142,19 @@ def _download(c: MlflowClient, run_id: str, path: str, folder: Path) -> Path:
     except Exception:  # noqa: BLE001 - whatever the artifact store raised, there is no model to give
         raise XrunError(f"run {run_id} has no saved model ({path}) to resume from",
                         hint="only a run that was interrupted after building its model can be resumed") from None
+
+
+def _readable(checkpoint: Path, run_id: str) -> Path:
+    """A .keras file is a zip archive: one cut short (a full disk, a copy interrupted) is refused before the run
+    is reopened, so it stays as it was."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        bad = f"{type(exc).__name__}: {_short(exc)}"
+    if bad is not None:
+        raise XrunError(f"run {run_id[:8]}'s saved model ({checkpoint.name}) is damaged ({bad}); it cannot be "
+                        f"resumed", hint="start a new run without --resume (the run keeps its records as they are)")
+    return checkpoint

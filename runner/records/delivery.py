@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import mlflow
 
 from runner.errors import XrunError
-from runner.records import journal, names
+from runner.records import journal, logged, names
 from runner.records.connection import _ready_client
 from runner.records.local import tracking_uri
 from runner.records.values import METRICS_PER_BATCH, _short, _tag_texts
@@ -49,9 +50,41 @@ def _replay(folder: Path) -> str:
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(tags).items()])
     for path, artifact_folder in journal.files(folder):
         c.log_artifact(run_id, str(path), artifact_folder)
+    logged.deliver_kept(c, run_id, folder)  # the MLflow model the store did not take, as it would have been
     c.set_terminated(run_id, status=state["status"], end_time=state.get("end_ms"))
     shutil.rmtree(folder, ignore_errors=True)
     return state["status"]
+
+
+def _replay_once(folder: Path) -> str:
+    """Replay a journal; if another sync took it first, wait for that one and say what it did."""
+    try:
+        return replay(folder)
+    except (journal.Busy, FileNotFoundError):  # taken, or even delivered, since the journals were listed
+        status = _status_or(folder, "")
+    deadline = time.monotonic() + OTHER_SYNC_SECONDS
+    while (folder / journal.STATE).exists() and journal.locked(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not (folder / journal.STATE).exists():
+        return f"{status} (delivered by another xrun sync)" if status else "delivered by another xrun sync"
+    return replay(folder)  # the other one failed, or still holds it: this one tries (or says it is busy)
+
+
+def _status_or(folder: Path, default: str) -> str:
+    try:
+        return journal.final_state(folder)["status"]
+    except OSError:  # the other one has delivered it already
+        return default
+
+
+def _store_of(folder: Path, uri: str) -> str:
+    try:
+        return json.loads((folder / journal.STATE).read_text()).get("uri", "")
+    except OSError:  # another sync delivered it since it was listed: it was this store's, or beside it
+        return uri
+
+
+OTHER_SYNC_SECONDS = 120  # how long a sync waits for another that is delivering the same journal
 
 
 def sync(uri: str | None = None, only_this: bool = False) -> list[tuple[str, str, str]]:
@@ -62,11 +95,11 @@ def sync(uri: str | None = None, only_this: bool = False) -> list[tuple[str, str
     `only_this`: only the journals of that store (what `xrun run` delivers before it starts)."""
     out, uri = [], tracking_uri(uri)
     for folder in journal.folders(journal.root(uri), journal.root("http://")):
-        where = json.loads((folder / journal.STATE).read_text()).get("uri", "")
+        where = _store_of(folder, uri)
         if only_this and where != uri:
             continue
         try:
-            out.append((folder.name, where, replay(folder)))
+            out.append((folder.name, where, _replay_once(folder)))
         except XrunError as exc:
             out.append((folder.name, where, f"not delivered: {exc.message}"))
         except Exception as exc:  # noqa: BLE001 - the store is still failing: the journal stays for next time

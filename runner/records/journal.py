@@ -113,13 +113,18 @@ def folders(*roots: Path) -> list[Path]:
     out = []
     for base in dict.fromkeys(roots):
         for folder in sorted(base.glob("*/")) if base.is_dir() else []:
-            if (folder / STATE).is_file() and not _locked(folder):
+            if (folder / STATE).is_file() and not locked(folder):
                 out.append(folder)
     return out
 
 
-def _locked(folder: Path) -> bool:
-    with open(folder / LOCK, "a") as probe:
+def locked(folder: Path) -> bool:
+    """Whether a process holds the journal: its live run, or a sync delivering it."""
+    try:
+        probe = open(folder / LOCK, "a")
+    except FileNotFoundError:  # delivered and removed meanwhile
+        return False
+    with probe:
         try:
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

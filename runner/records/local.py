@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from runner.errors import XrunError
 from runner.records import names
 
 STORE_DIR = Path(names.STORE_DIR)
@@ -26,6 +27,17 @@ def tracking_uri(explicit: str | None = None) -> str:
 def default_uri() -> str:
     """The project's SQLite store under ./mlruns, as a URI (the folder is not made)."""
     return f"{names.SQLITE_PREFIX}{(STORE_DIR / names.STORE_DB).resolve()}"
+
+
+def check_store(uri: str) -> str:
+    """`uri`, if its store exists or is not a local SQLite file; one that does not is refused, naming it, so that
+    reading (a run id looked up, a model found) never creates an empty store where nothing was recorded."""
+    db = uri.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0] if uri.startswith(names.SQLITE_PREFIX) else ""
+    if db not in ("", ":memory:") and not Path(db).is_file():
+        raise XrunError(f"there is no MLflow store at {Path(db).resolve()}: nothing has been recorded there",
+                        hint="run xrun in the folder where the runs were recorded (the one holding mlruns/), or "
+                             "give --tracking-uri (or MLFLOW_TRACKING_URI)")
+    return uri
 
 
 def is_dead(status: str, tags: dict, now_s: float | None = None) -> bool:

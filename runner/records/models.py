@@ -10,7 +10,7 @@ from mlflow.entities import ViewType
 
 from runner.errors import XrunError
 from runner.records.connection import client
-from runner.records.local import tracking_uri
+from runner.records.local import check_store, tracking_uri
 from runner.records.values import _short
 
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
@@ -33,7 +33,7 @@ class LoggedModel:
 
 def find(model: str, uri: str | None = None) -> LoggedModel:
     """The logged model MODEL names: a models:/ or runs:/ URI, or a run id (full or a unique prefix)."""
-    uri = tracking_uri(uri)
+    uri = check_store(tracking_uri(uri))
     mlflow.set_tracking_uri(uri)  # models:/ URIs resolve through the default store
     if model.startswith(MODEL_URI_SCHEMES):
         return _from_uri(model, uri)

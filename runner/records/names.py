@@ -10,9 +10,11 @@ PRUNED = "xrun.pruned"                   # "true" on a trial the pruner stopped
 PRUNED_AT_EPOCH = "xrun.pruned_at_epoch"  # the epoch after which the pruner stopped it
 ERROR = "xrun.error"                     # one line saying why a trial failed
 END_REASON = "xrun.end_reason"           # why a run ended the way it did
+STOPPED_AT = "xrun.stopped_at"           # training.stop_at reached: "val_accuracy >= 0.995 at epoch 4"
 VALIDATION = "xrun.validation"           # what the run validated on
 MODEL_URI = "xrun.model_uri"             # the logged model, once it is complete
 CHECKPOINT_EPOCH = "xrun.checkpoint_epoch"  # the epoch the saved checkpoint has completed
+RANDOM_STATE = "xrun.random_state"       # the model's seed generators after that epoch (json)
 HOST = "xrun.host"                       # where the run's process lives ...
 PID = "xrun.pid"                         # ... its process id ...
 PROCESS_START = "xrun.process_start"     # ... and when that process started (pids are reused)
@@ -20,9 +22,15 @@ HEARTBEAT = "xrun.heartbeat"             # seconds since the epoch, refreshed wh
 VERSION = "xrun.version"                 # the xrun that made the run
 RESUMED_FROM_EPOCH = "xrun.resumed_from_epoch"  # on a resumed run: the epoch its checkpoint had completed
 RESUME_CHANGES = "xrun.resume_changes"   # on a resumed run: how the resume changed the config ("none")
+RESUME_CLAIM = "xrun.resume_claim"       # on a run being resumed: "host pid process-start time" of its resumer
 EVALUATION_OF = "xrun.evaluation_of"     # on an evaluation run: the training run whose model it evaluated
 EVALUATION_DATA = "xrun.evaluation.data"  # ... and the data it evaluated on
 EXPERIMENT_FILE = "experiment.file"      # the YAML file the run (or sweep) came from
+# MLflow's own tags for a run's Source and Created by columns, which MLflow sets only on runs it starts itself.
+SOURCE_NAME = "mlflow.source.name"       # the experiment file, or the xrun command that made the run
+SOURCE_TYPE = "mlflow.source.type"       # LOCAL: a program on this machine
+USER = "mlflow.user"                     # who ran it
+RUN_NAME = "mlflow.runName"              # the run's name: setting it renames the run
 
 # Tags of a sweep's parent run (besides SWEEP, STUDY and METRIC).
 SWEEP_KEY = "xrun.sweep_key"             # what makes two sweeps the same one
@@ -54,6 +62,7 @@ RESOLVED_CONFIG = "config/resolved.yaml"  # the config as it ran (the seed actua
 RESOLVED_BEFORE_EPOCH = "config/resolved.before-epoch-{epoch}.yaml"  # a resumed run's config before the resume
 OVERRIDES = "config/overrides.txt"       # the --set overrides, one a line
 CLASS_COUNTS = "data/class_counts.csv"   # examples of each class in each split (train, val, test)
+SKIPPED_FILES = "data/skipped_files.txt"  # the unreadable files data.on_bad_file: skip left out, one a line
 MODEL_SUMMARY_TEXT = "model_summary.txt"  # the model's layer table
 MODEL_SUMMARY_JSON = "model_summary.json"  # the same, as data
 ERROR_FILE = "error.txt"                 # the traceback of a FAILED run
@@ -74,6 +83,7 @@ PARAM_IMPORTANCES_TEXT = "plots/param_importances.txt"  # why there is no import
 # Run names.
 SWEEP_RUN_NAME = "{name} sweep"          # a sweep's parent run, by the experiment's name
 TRIAL_RUN_NAME = "{name} [{variant}]"    # a sweep child, by the experiment's name and its short variant name
+PRUNED_RUN_NAME = "{name} [pruned at {epoch}]"  # ... renamed once the pruner stopped it (MLflow shows it FINISHED)
 EVALUATION_RUN_NAME = "{name} evaluation"  # an evaluation run, by the evaluated run's name
 
 # Where the records are kept when no --tracking-uri or $MLFLOW_TRACKING_URI says otherwise.

@@ -178,7 +178,7 @@ def _unique_match(run_id: str, uri: str | None, listing: list[str]) -> str:
 
 
 def _ids_starting(prefix: str, uri: str | None, listing: list[str]) -> list[str]:
-    path = _sqlite(uri)
+    path = _sqlite(local.check_store(local.tracking_uri(uri)))
     if path is not None:
         try:
             return sqlite_read.run_ids(path, prefix)

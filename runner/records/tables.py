@@ -10,7 +10,7 @@ import math
 import re
 
 from runner.errors import XrunError, did_you_mean
-from runner.records import names, query
+from runner.records import names, query, run_names
 from runner.records.query import RunRecord
 from runner.text import first_sentence, natural_key
 
@@ -137,11 +137,12 @@ def _param_key(override_key: str) -> str:
 
 
 def _name(run: RunRecord, param_keys: list[str]) -> str:
-    """A sweep variant's name without its `[key=value ...]` when the table shows those keys as columns anyway."""
-    variant = run.tags.get(names.VARIANT)
+    """A sweep variant's or --set run's name without its `[key=value ...]` when the table shows those keys as
+    columns anyway."""
+    variant = run.tags.get(names.VARIANT) or run.params.get("runtime.overrides", "")
     name, bracket, _ = run.name.partition(" [")  # an experiment's name has no spaces: the rest is what varied
-    keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant or "")}
-    if variant and bracket and run.name.endswith("]") and keys and keys <= set(param_keys):
+    keys = {_param_key(k) for k in _OVERRIDE_KEY.findall(variant) if run_names.named(k)}
+    if bracket and run.name.endswith("]") and keys and keys <= set(param_keys):
         return name
     return run.name
 

@@ -3,7 +3,9 @@ journal until the store has taken it; and the stand-in that writes nothing."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -12,8 +14,8 @@ from pathlib import Path
 import mlflow
 
 from runner.errors import XrunError
-from runner.records import journal, names
-from runner.records.connection import _download, _experiment_id, _get_run, _ready_client
+from runner.records import journal, logged, names
+from runner.records.connection import _download, _experiment_id, _get_run, _readable, _ready_client
 from runner.records.failures import (
     _STOPPING,
     StoreFailed,
@@ -32,13 +34,26 @@ from runner.records.values import (
     _param_text,
     _short,
     _tag_texts,
-    _tf_version,
-    model_name,
 )
 
 
 def notify(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _source_tags(tags: dict) -> dict:
+    """MLflow's Source and Created by, which it fills in only for runs it starts: the experiment file the run came
+    from (else the xrun command), and the user."""
+    command = " ".join(["xrun", *sys.argv[1:2]])
+    return {names.SOURCE_NAME: str(tags.get(names.EXPERIMENT_FILE) or command), names.SOURCE_TYPE: "LOCAL",
+            names.USER: _user()}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container's anonymous uid)
+        return str(os.getuid())
 
 
 class Run:
@@ -60,7 +75,7 @@ class Run:
             raise XrunError(f"cannot reach the MLflow tracking store at {uri} ({_short(exc)})",
                             hint="start the server, fix --tracking-uri / MLFLOW_TRACKING_URI, or unset it "
                                  "to use the local store under mlruns/") from None
-        all_tags = {**(tags or {}), **_process_tags(), "mlflow.note.content": description}
+        all_tags = {**_source_tags(tags or {}), **(tags or {}), **_process_tags(), "mlflow.note.content": description}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=_tag_texts(all_tags))
@@ -74,6 +89,7 @@ class Run:
         self.journal = journal.Journal.open(self.uri, run_id)
         self.artifact_dir = self.journal.files
         self.tags: dict = {}  # as recorded when reopened (a resumed run's)
+        self.dataset: tuple = (None, None)  # the name and digest of the data it trains on, once logged
         self._heartbeat = _Heartbeat(self.uri, run_id)
 
     @classmethod
@@ -87,7 +103,7 @@ class Run:
         self.uri, self.client = uri, c
         self.experiment_id = found.info.experiment_id
         folder = journal.root(uri) / found.info.run_id / "resume"
-        checkpoint = _download(c, found.info.run_id, names.CHECKPOINT, folder)
+        checkpoint = _readable(_download(c, found.info.run_id, names.CHECKPOINT, folder), found.info.run_id)
         epoch = found.data.tags.get(names.CHECKPOINT_EPOCH)
         epochs = int(epoch) if epoch else max((m.step for m in c.get_metric_history(found.info.run_id, "loss")),
                                               default=0)
@@ -204,6 +220,7 @@ class Run:
         tags = [InputTag("mlflow.data.context", "training"), InputTag(names.DATA_SOURCE, kind),
                 *(InputTag(names.EXAMPLES.format(split=split), str(n)) for split, n in sizes.items())]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self.dataset = (dataset.name, dataset.digest)  # what the test scores linked to the model were measured on
 
     @_uninterrupted
     def log_model(self, model, example_inputs, predictions, *, name: str = "model", metadata: dict | None = None,
@@ -212,31 +229,20 @@ class Run:
         `metadata` (class names) in its MLmodel file, and the run's `linked_metrics` (its test scores) attached to it,
         as the model page shows them. (No input example: MLflow 3.17's Keras flavour writes it before it creates
         the model's folder, and fails.)"""
-        import keras
-        from mlflow.models import infer_signature
-
-        signature = infer_signature(example_inputs, predictions)
-        # An outer active run (a sweep's parent, a notebook's) would make start_run refuse; nest under it instead.
-        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
-            info = mlflow.keras.log_model(
-                model, name=model_name(name), signature=signature,
-                metadata=metadata, pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
-        self.link_metrics(info.model_id, linked_metrics)
-        return info.model_uri
+        try:
+            return logged.log_keras(self.client, self.run_id, model, (example_inputs, predictions), name=name,
+                                    metadata=metadata, linked_metrics=linked_metrics, dataset=self.dataset)
+        except Exception as exc:
+            if is_store_error(exc):  # `xrun sync` logs it from the journal
+                logged.keep(self.journal.folder, model, example_inputs, name=name, metadata=metadata,
+                            linked_metrics=linked_metrics, dataset=self.dataset)
+            raise
 
     @_uninterrupted
     def link_metrics(self, model_id: str, keys, dataset_name: str | None = None,
                      dataset_digest: str | None = None) -> None:
-        """Attach this run's latest values of `keys` to a logged model (measured on `dataset_name`, if given).
-        Each is sent again exactly as it was logged (key, value, step, timestamp), so the run's own history keeps
-        one entry: the store drops the identical copy and keeps only the link."""
-        latest = [max(self.client.get_metric_history(self.run_id, key), key=lambda m: (m.step, m.timestamp),
-                      default=None) for key in keys]
-        linked = [mlflow.entities.Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id,
-                                         dataset_name=dataset_name, dataset_digest=dataset_digest)
-                  for m in latest if m is not None]
-        if linked:
-            self.client.log_batch(self.run_id, metrics=linked)
+        """Attach this run's latest values of `keys` to a logged model (measured on `dataset_name`, if given)."""
+        logged.link_metrics(self.client, self.run_id, model_id, keys, dataset_name, dataset_digest)
 
     def end(self, status: str, reason: str = "") -> None:
         """FINISHED, FAILED or KILLED; a run never stays RUNNING.

@@ -10,6 +10,7 @@ from pathlib import Path
 from runner.errors import XrunError
 from runner.language.spec import Spec, load_spec
 from runner.records import local, names, query
+from runner.running.claim import claim
 
 RESUMABLE = ("KILLED", "FAILED", "FINISHED", "RUNNING")  # FINISHED: to train more epochs; RUNNING: when dead
 IGNORED = ("description",)  # rewording a description changes nothing that trains
@@ -55,6 +56,7 @@ def plan(file: str | Path, overrides: list[str], run_id: str, uri: str | None = 
                              "or undo them")
     done = _done_epochs(run)
     _check_epochs(run, spec, done)
+    claim(uri, full)  # last: a resume refused for any other reason claims nothing
     return Plan(full, run.status, spec, done, changes, recorded_text)
 
 

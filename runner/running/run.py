@@ -28,11 +28,11 @@ from runner.language.spec import Spec
 from runner.model import standalone
 from runner.model import summary as model_summary
 from runner.model.compiler import build_model
-from runner.records import local, names, plots, store
+from runner.records import local, names, plots, run_names, store
 from runner.running import inputs
 from runner.running import resume as resuming
 from runner.running.request import RunRequest
-from runner.training import build, callbacks, distribute, metrics, pipeline
+from runner.training import build, callbacks, distribute, metrics, pipeline, seeds, sources
 from runner.training.settings import applied, settings_for
 
 
@@ -115,7 +115,8 @@ def _open_run(config: Config, request: RunRequest) -> tuple:
         return store.Run.resume(uri, plan.run_id)
     if not distribute.is_chief():
         return store.NullRun(), None, 0
-    run = store.Run(uri, config.tracking.experiment, request.run_name or config.name, config.description,
+    name = request.run_name or run_names.run_name(config.name, config.overrides)
+    run = store.Run(uri, config.tracking.experiment, name, config.description,
                     parent_run_id=request.parent_run_id, tags={**_static_tags(config), **request.tags})
     return run, None, 0
 
@@ -273,6 +274,7 @@ def _save_partial(job: _Job) -> None:
 
 def _checkpoint(job: _Job, epoch: int) -> None:
     with store.interrupts_held():  # a second Ctrl-C waits: a half-written checkpoint would resume nothing
+        job.run.set_tags({names.RANDOM_STATE: seeds.states_text(job.model, epoch)})  # dropout's, for a resume
         job.run.journal.save_model(job.model, epoch)
     job.saved_epoch = epoch
 
@@ -320,8 +322,10 @@ def _train(job: _Job, data: inputs.Inputs) -> Result:
     if not job.quiet:
         job.console.print(data.summary_line(), highlight=False, soft_wrap=True)
     if dataset.skipped:
-        job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip), "
-                          f"the first: {dataset.skipped[0]}", highlight=False, soft_wrap=True)
+        job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip): "
+                          f"{sources.named_files(dataset.skipped)}; the list is the run's {names.SKIPPED_FILES}",
+                          highlight=False, soft_wrap=True)
+        job.run.log_text("\n".join(dataset.skipped) + "\n", names.SKIPPED_FILES)
     job.run.set_tags({**dataset.tags(), **_validation_tags(config.data.validation)})
     job.run.log_text(data.counts_csv(), names.CLASS_COUNTS)
     job.run.log_dataset(dataset.name, dataset.source, dataset.fingerprint, dataset.kind,
@@ -333,6 +337,7 @@ def _train(job: _Job, data: inputs.Inputs) -> Result:
         _compile(model, config, spe, splits.class_names)
         if job.checkpoint is not None:
             _restore(model, job.checkpoint)
+            seeds.restore(model, job.run.tags.get(names.RANDOM_STATE), job.initial_epoch)
     if job.checkpoint is None:
         _log_model_facts(job.run, model, config, splits)
         _log_distribution(job)
@@ -398,20 +403,21 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None
     train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training.batch_size,
                                       shuffle=training.shuffle, seed=training.seed,
                                       augmentation=config.augmentation, one_hot_classes=one_hot,
-                                      balanced=training.sampling == "balanced")
+                                      balanced=training.sampling == "balanced", start_batch=job.initial_epoch * spe)
     val_ds = None if splits.x_val is None else pipeline.eval_dataset(
         splits.x_val, splits.y_val, batch_size=training.batch_size, one_hot_classes=one_hot)
     if distribute.worker_count() > 1:
         train_ds = distribute.shard_by_data(train_ds)
         val_ds = None if val_ds is None else distribute.shard_by_data(val_ds)
     nan_guard = callbacks.StopOnNaN()
+    stop_at = [callbacks.StopAt(training.stop_at)] if training.stop_at else []
     history = keras.callbacks.History()
     job.display = callbacks.Display(training.epochs, spe, job.console, job.quiet)
     # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
     # MLflow, the display) sees learning_rate and epoch_seconds. The epoch's metrics are sent and its checkpoint
     # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger).
     cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, _EpochsDone(job), callbacks.TrackEpochs(job.run),
-           _Checkpoints(job),
+           _Checkpoints(job), *stop_at,
            *build.callbacks(config.callbacks, job.run.artifact_dir), *job.extra_callbacks,
            history, job.display, *_backup(job)]
     job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
@@ -420,6 +426,9 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None
     if nan_guard.where:
         raise XrunError(f"the loss became NaN or infinite at {nan_guard.where}; training stopped",
                         where=str(job.config.path), hint="lower optimizer.learning_rate, or add clipnorm")
+    if stop_at and stop_at[0].reached_at:
+        reached = f"{training.stop_at.describe()} at epoch {stop_at[0].reached_at}"
+        job.run.set_tags({names.STOPPED_AT: reached, names.END_REASON: f"reached {reached} (training.stop_at)"})
     return history.history
 
 
@@ -484,7 +493,7 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     with run.held():  # logged and marked complete, or neither: an interrupt in between must not mark it KILLED
         if config.tracking.log_model and not (logged and not trained):  # a resume that trained nothing logs
             try:                                                             # no second model
-                result.model_uri = _log_model(run, model, config.name, dataset, splits.x_test[:8])
+                result.model_uri = _log_model(run, model, config, dataset, splits.x_test[:8])
                 run.set_tags({names.MODEL_URI: result.model_uri})
             except Exception as exc:
                 if not store.is_store_error(exc):
@@ -514,14 +523,16 @@ def _whole_history(job: _Job, history: dict) -> dict:
     return {k: earlier.get(k, []) + list(history.get(k, [])) for k in keys}
 
 
-def _log_model(run, model: keras.Model, name: str, dataset, sample: np.ndarray) -> str:
+def _log_model(run, model: keras.Model, config: Config, dataset, sample: np.ndarray) -> str:
     """The model as it is used: raw uint8 images in (training's scaling inside it), class probabilities out, named
-    after the experiment, with its class names and test scores."""
+    as its run is (the experiment, and what --set changed), with its class names and test scores."""
+    name = config.name
     dtype = "uint8" if sample.dtype == np.uint8 else "float32"  # stored pixels, or floats the pipeline takes as is
     sample = sample.astype(dtype)
     served = standalone.standalone(model, sample.shape[1:], name, dtype=dtype)
     facts = standalone.metadata(name, dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype)
-    return run.log_model(served, sample, served.predict(sample, verbose=0), name=name, metadata=facts,
+    return run.log_model(served, sample, served.predict(sample, verbose=0), metadata=facts,
+                         name=run_names.run_name(name, config.overrides),
                          linked_metrics=("test_loss", "test_accuracy"))
 
 

@@ -16,6 +16,7 @@ from runner.errors import Location, XrunError
 from runner.language.sections import Sweep, plain
 from runner.language.source import parse, python_tuple
 from runner.language.spec import Spec, load_spec
+from runner.records.run_names import short_name, yaml_value  # noqa: F401 (short_name: the sweep's API)
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -166,20 +167,6 @@ def _check_metric(spec: Spec, s: Space) -> None:
 
 # --- values as --set texts, and short names ------------------------------------------------------------------
 
-def yaml_value(value) -> str:
-    """The value as `--set` text that reads back as the same value."""
-    if isinstance(value, str):
-        try:
-            if parse(f"v: {value}", "value")[0]["v"] == value:
-                return value
-        except XrunError:
-            pass
-    if isinstance(value, float) and math.isfinite(value):
-        text = format(value, ".12g")  # 1e+12, not 1000000000000.0
-        return text if any(c in text for c in ".e") else text + ".0"  # and a float stays a float
-    return json.dumps(value)  # JSON is YAML: quoted strings, numbers, flow lists and mappings
-
-
 def variant_of(values: dict) -> Variant:
     return Variant(tuple(f"{k}={yaml_value(v)}" for k, v in values.items()))
 
@@ -201,28 +188,6 @@ def values_of(params: dict, s: Space) -> dict:
         if key in params:
             out[key] = from_choice(params[key], dist["choice"]) if "choice" in dist else params[key]
     return out
-
-
-def short_name(values: dict) -> str:
-    """What varied, briefly: each key by its shortest unambiguous tail, long values abbreviated."""
-    keys = list(values)
-    return " ".join(f"{_tail(k, keys)}={_brief(v)}" for k, v in values.items())
-
-
-def _tail(key: str, keys: list[str]) -> str:
-    parts = key.split(".")
-    for n in range(1, len(parts) + 1):
-        tail = ".".join(parts[-n:])
-        if sum(k == tail or k.endswith("." + tail) for k in keys) == 1:
-            return tail
-    return key
-
-
-def _brief(value) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return format(value, ".3g")
-    text = yaml_value(value)
-    return text if len(text) <= 16 else text[:15] + "…"
 
 
 # --- checking before anything trains -------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def create_or_load(name: str, storage, s: Space, make_parent) -> tuple[optuna.St
         return study, _wait_for_parent(study)
     study.set_user_attr(names.PARENT_RUN_ID, make_parent())
     study.set_user_attr(names.METRIC, s.metric)
+    study.set_metric_names([s.metric])  # optuna-dashboard and the history plot name the objective by it
     return study, study.user_attrs[names.PARENT_RUN_ID]
 
 

@@ -103,9 +103,10 @@ class Worker:
         report = report_callback(trial, s.metric)
         try:
             spec = self.plan.load(variant)
+            run_name = names.TRIAL_RUN_NAME.format(name=spec.name, variant=short_name(values))
             result = run_experiment(RunRequest(
                 spec, tracking_uri=self.uri, data_dir=self.data_dir, console=self.console, quiet=True,
-                parent_run_id=self.parent_id, run_name=names.TRIAL_RUN_NAME.format(name=spec.name, variant=short_name(values)),
+                parent_run_id=self.parent_id, run_name=run_name,
                 extra_callbacks=(report,),
                 tags={names.VARIANT: variant.key, names.STUDY: self.study.study_name, names.TRIAL: number}))
         except Exception as exc:  # noqa: BLE001 - a failing trial is recorded FAILED; the sweep goes on
@@ -117,6 +118,7 @@ class Worker:
         if report.pruned_at is not None:
             store.add_to_run(result.run_id, self.uri, tags={
                 names.PRUNED: "true", names.PRUNED_AT_EPOCH: report.pruned_at,
+                names.RUN_NAME: names.PRUNED_RUN_NAME.format(name=run_name, epoch=report.pruned_at),
                 names.END_REASON: f"pruned by the sweep's {s.pruner['type']} pruner after epoch {report.pruned_at}"})
             self._done(number, variant, "PRUNED", started, f" at epoch {report.pruned_at}")
             raise optuna.TrialPruned()

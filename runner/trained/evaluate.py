@@ -3,7 +3,6 @@ recorded as an MLflow evaluation run nested under the training run."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from runner.errors import XrunError, did_you_mean
 from runner.language.datasets import DATASETS
 from runner.records import names, plots, store
 from runner.text import dims
+from runner.trained import data as trained_data
 from runner.trained.use import IMAGE_SUFFIXES, Model, reader
 from runner.training.data import load_dataset
 
@@ -67,26 +67,38 @@ def _class_scores(name: str, matrix: np.ndarray, i: int) -> dict:
 
 # --- data -----------------------------------------------------------------------------------------------
 
-def labelled_data(model: Model, data: str | None, limit: int | None, data_dir: str | None) -> Labelled:
-    """`--data`: a built-in dataset's test split, a folder with one sub-folder per class, or (none given) the test
-    split the run itself was scored on."""
+def labelled_data(model: Model, data: str | None, limit: int | None, data_dir: str | None,
+                  uri: str | None = None) -> Labelled:
+    """`--data`: a built-in dataset's test split; the test split of an .npz, a CSV, a folder of split folders or a
+    YAML file's data section; a folder with one sub-folder per class; or (none given) the test split the run itself
+    was scored on, whatever its source."""
     if data is None:
-        return _fitted(_run_test_split(model, limit, data_dir), model)
+        return _fitted(_run_test_split(model, limit, data_dir, uri), model)
     if data in DATASETS:
         return _fitted(_test_split(data, limit, data_dir), model)
+    params = model.logged.params if model.logged else {}
+    given = trained_data.given_test_split(data, trained_data.run_image_options(params), data_dir)
+    if given is not None:
+        return _fitted(_labelled(given, limit), model)
     if Path(data).is_dir():
         return _class_folders(Path(data), model, limit)
-    hint = did_you_mean(data, DATASETS) or f"give a folder with one sub-folder per class, or {' or '.join(DATASETS)}"
-    raise XrunError("no such folder or dataset", where=data, hint=hint)
+    hint = did_you_mean(data, DATASETS) or ("give a folder with one sub-folder per class, an .npz, a CSV, an "
+                                            f"experiment YAML, or {' or '.join(DATASETS)}")
+    raise XrunError("no such folder, file or dataset", where=data, hint=hint)
 
 
-def _run_test_split(model: Model, limit: int | None, data_dir: str | None) -> Labelled:
-    if model.logged is None or model.logged.params.get("data.dataset") not in DATASETS:
-        why = "has no training run" if model.logged is None else "was not trained on a built-in dataset"
-        raise XrunError(f"{model.source} {why} to take a test split from",
-                        hint="give --data: a folder with one sub-folder per class, or " + " or ".join(DATASETS))
-    run_limit = json.loads(model.logged.params.get("data.limit", "null"))
-    return _test_split(model.logged.params["data.dataset"], limit or run_limit, data_dir, "the run's ")
+def _run_test_split(model: Model, limit: int | None, data_dir: str | None, uri: str | None) -> Labelled:
+    if model.logged is None or not model.logged.run_id:
+        raise XrunError(f"{model.source} has no training run to take a test split from",
+                        hint="give --data: a folder with one sub-folder per class, an .npz, a CSV, an experiment "
+                             "YAML, or " + " or ".join(DATASETS))
+    return _labelled(trained_data.run_test_split(model.logged.run_id, uri, data_dir), limit)
+
+
+def _labelled(found: tuple, limit: int | None) -> Labelled:
+    images, labels, name, fingerprint, notes = found
+    first = f", first {len(labels[:limit])}" if limit else ""
+    return Labelled(images[:limit], labels[:limit], name + first, fingerprint, notes=notes)
 
 
 def _test_split(name: str, limit: int | None, data_dir: str | None, whose: str = "") -> Labelled:

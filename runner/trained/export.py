@@ -3,9 +3,12 @@ before it is put in place."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ import numpy as np
 
 from runner.errors import XrunError
 from runner.language.reference import resolve
+from runner.model import standalone
 from runner.trained.evaluate import Labelled
 from runner.trained.formats import FORMATS
 from runner.trained.use import Model
@@ -60,7 +64,7 @@ def export(model: Model, fmt: str, check_data: Labelled, *, quantize: str | None
     _refuse_overwrite([path, description], force)
     _refuse_unwritable(path, folder=not FORMATS[fmt].suffix)
     model.keras(check_data.pixels[:1])  # a loaded model has never been called, which Keras's ONNX export needs
-    with tempfile.TemporaryDirectory(prefix="xrun-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="xrun-export-") as tmp, _converters_quiet():
         built = Path(tmp) / ("model" + FORMATS[fmt].suffix)
         resolve(FORMATS[fmt].writer)(model, built, quantize, lambda: _calibration(model, check_data, data_dir))
         check = _check(model, resolve(FORMATS[fmt].reader)(built), check_data, TOLERANCE[quantize], max_drop)
@@ -105,10 +109,37 @@ def _size(path: Path) -> int:
 
 def _description(model: Model, fmt: str, quantize: str | None, check: Check) -> dict:
     return {"format": fmt, "quantize": quantize, "source": model.source,
-            "model_uri": model.logged.model_uri if model.logged else None, "class_names": model.class_names,
+            "model_uri": model.logged.model_uri if model.logged else None, **_interface(model), "check": vars(check)}
+
+
+def _interface(model: Model) -> dict:
+    """What goes in and what comes out: in PATH.json, and in the ONNX file's own metadata."""
+    return {"class_names": model.class_names,
             "input": f"uint8 pixels 0-255, shape (N, {', '.join(map(str, model.image_shape))})",
-            "output": f"class probabilities, shape (N, {len(model.class_names)}), in class_names order",
-            "check": vars(check)}
+            "output": f"class probabilities, shape (N, {len(model.class_names)}), in class_names order"}
+
+
+@contextlib.contextmanager
+def _converters_quiet():
+    """The converters' notices kept off the terminal: TensorFlow's C++ INFO/WARNING lines (written to file descriptor
+    2, as at TensorFlow's start-up: see runner/training/settings.import_tensorflow), tf2onnx's logging, and the
+    FutureWarning of Keras's np.object patch for tf2onnx. Errors still raise, and say what went wrong."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    loggers = {name: logging.getLogger(name).level for name in ("tf2onnx", "absl")}
+    try:
+        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*np.object.*", FutureWarning)
+            for name in loggers:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        for name, level in loggers.items():
+            logging.getLogger(name).setLevel(level)
 
 
 # --- the check ------------------------------------------------------------------------------------------
@@ -195,6 +226,23 @@ def _write_onnx(model: Model, path: Path, quantize, calibration) -> None:
         raise XrunError(f"ONNX export needs tf2onnx and onnxruntime ({exc})",
                         hint="pip install 'xrun[export]' (tf2onnx, onnx, onnxruntime)") from None
     model.keras.export(str(path), format="onnx", verbose=False)
+    _describe_onnx(path, _interface(model))
+
+
+def _describe_onnx(path: Path, interface: dict) -> None:
+    """The output named `probabilities` (not the converter's `Identity:0`), and the class names and the input and
+    output described in the file's metadata_props, as onnxruntime's modelmeta.custom_metadata_map shows them."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [standalone.OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [standalone.OUTPUT_NAME if name == old else name for name in node.input]
+    proto.graph.output[0].name = standalone.OUTPUT_NAME
+    for key, value in interface.items():
+        proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+    onnx.save(proto, str(path))
 
 
 def _read_onnx(path: Path):

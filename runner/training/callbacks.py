@@ -89,6 +89,24 @@ class TrackEpochs(keras.callbacks.Callback):
         self.epochs_done = epoch + 1
 
 
+class StopAt(keras.callbacks.Callback):
+    """Ends training at the first epoch whose metric reaches the value (`training.stop_at`); `reached_at` is that
+    epoch, counted from 1."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.stop_at = stop_at
+        self.reached_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.stop_at.metric)
+        if value is None or self.reached_at is not None:
+            return
+        if (value >= self.stop_at.value) if self.stop_at.above else (value <= self.stop_at.value):
+            self.reached_at = epoch + 1
+            self.model.stop_training = True
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training at the first NaN or infinite loss and remembers where, so the run can end FAILED."""
 

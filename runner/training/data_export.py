@@ -17,15 +17,21 @@ def export_dataset(name: str, dest: str | Path, fmt: str = "folder", limit: int 
                    data_dir: str | None = None) -> tuple[Path, dict[str, int]]:
     """(what was written, examples per split): DEST/train/<class>/NNNNN.png and DEST/test/..., or DEST/<name>.npz.
 
-    The first `limit` examples of each split, as `data.limit` takes them; nothing existing is overwritten.
+    A DEST ending in .npz is the .npz file itself. The first `limit` examples of each split, as `data.limit`
+    takes them; nothing existing is overwritten.
     """
     dataset = load_dataset(name, data_dir)
     arrays = {k: getattr(dataset, k)[:limit] for pair in SPLITS.values() for k in pair}
     dest = Path(dest).expanduser()
     counts = {split: len(arrays[y]) for split, (_, y) in SPLITS.items()}
     if fmt == "npz":
-        return _write_npz(dest / f"{name}.npz", arrays), counts
+        return _write_npz(npz_path(name, dest), arrays), counts
     return _write_folders(dest, arrays, folder_names(dataset.class_names)), counts
+
+
+def npz_path(name: str, dest: Path) -> Path:
+    """The .npz file an npz export writes: DEST when it names one, else DEST/<name>.npz."""
+    return dest if dest.suffix.lower() == ".npz" else dest / f"{name}.npz"
 
 
 def folder_names(class_names) -> list[str]:

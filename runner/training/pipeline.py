@@ -91,20 +91,24 @@ def _prepare(one_hot_classes: int | None):
     return prepare
 
 
-def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,
+def train_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int,  # noqa: PLR0913
                   augmentation: Augmentation | dict | None, one_hot_classes: int | None,
-                  balanced: bool = False) -> tf.data.Dataset:
+                  balanced: bool = False, start_batch: int = 0) -> tf.data.Dataset:
     """An endless stream of prepared (and augmented) batches; fit() reads `steps_per_epoch` of them per epoch.
 
     Shuffling happens before batching and again on every pass; augmentation is stateless, seeded by
     (seed, batch number), so a run is repeatable whatever tf.data's parallelism. `balanced` draws each class
-    equally often (each class's examples reshuffled on every pass of their own).
+    equally often (each class's examples reshuffled on every pass of their own). The stream starts at batch
+    `start_batch` of the one a fresh run reads, so a resumed run gets the batches the uninterrupted run would have.
     """
     ds = _balanced(x, y, seed) if balanced else _examples(x, y, shuffle=shuffle, seed=seed)
-    ds = ds.batch(batch_size).repeat().map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    # Skipped before the map: the skipped batches are shuffled and batched (so every later permutation is the
+    # same) but neither prepared nor augmented. Streamed files are still decoded, so skipping costs them time.
+    ds = ds.batch(batch_size).repeat().skip(start_batch)
+    ds = ds.map(_prepare(one_hot_classes), num_parallel_calls=tf.data.AUTOTUNE)
     augment = make_batch_augmenter(augmentation)  # per-image steps, then mixup / cutmix on (images, labels)
     if augment is not None:
-        ds = ds.enumerate().map(
+        ds = ds.enumerate(start=start_batch).map(
             lambda i, batch: augment(batch[0], batch[1], tf.stack([tf.cast(seed, tf.int64), i])),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -181,7 +181,11 @@ def load_csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
 def _from_files(data: dict, locate, splits: dict, names: tuple, seed: int, where: Path, name: str) -> Data:
     where = where.resolve()
     scanned = {split: _scan(rows, data, locate) for split, rows in splits.items()}
-    skipped = tuple(str(p) for _, _, bad in scanned.values() for p in bad)
+    bad = [found for _, _, bad in scanned.values() for found in bad]
+    if bad and data["on_bad_file"] == "fail":  # all of them at once: one fix-and-retry, not one per file
+        raise data_error(_unreadable(bad), locate, "fix or remove the files, or set data.on_bad_file: skip"
+                         if len(bad) > 1 else "fix or remove the file, or set data.on_bad_file: skip", "path")
+    skipped = tuple(str(p) for p, _ in bad)
     size = _common_size(scanned, data, locate)
     parts = {split: (np.array([str(r[0]) for r in rows]), np.array([r[1] for r in rows], np.int32))
              for split, (rows, _, _) in scanned.items()}
@@ -196,9 +200,24 @@ def _from_files(data: dict, locate, splits: dict, names: tuple, seed: int, where
                 x_val=val, y_val=parts["val"][1] if val is not None else None, skipped=skipped, path=str(where))
 
 
+BAD_FILES_NAMED = 5  # unreadable files a message names; the rest it counts (a skipping run logs all of them)
+
+
+def named_files(paths) -> str:
+    """The first BAD_FILES_NAMED of `paths`, then how many more there are."""
+    shown = ", ".join(str(p) for p in paths[:BAD_FILES_NAMED])
+    return shown + (f" and {len(paths) - BAD_FILES_NAMED} more" if len(paths) > BAD_FILES_NAMED else "")
+
+
+def _unreadable(bad: list) -> str:
+    if len(bad) == 1:
+        return f"cannot read image {bad[0][0]}: {bad[0][1]}"
+    return f"cannot read {len(bad)} images: " + named_files([f"{p} ({why})" for p, why in bad])
+
+
 def _scan(rows: list, data: dict, locate) -> tuple[list, list, list]:
-    """(readable rows with their file size, their image sizes, unreadable paths); Pillow checks each file's header
-    and, for PNG and GIF, its chunks; nothing is decoded."""
+    """(readable rows with their file size, their image sizes, (unreadable path, why)); Pillow checks each file's
+    header and, for PNG and GIF, its chunks; nothing is decoded."""
     from PIL import Image
 
     good, sizes, bad = [], [], []
@@ -210,10 +229,7 @@ def _scan(rows: list, data: dict, locate) -> tuple[list, list, list]:
             if path.suffix.lower() in (".jpg", ".jpeg") and not _ends_like_jpeg(path):
                 raise OSError("truncated JPEG (no end-of-image marker)")
         except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for a bad file; each means unreadable
-            if data["on_bad_file"] == "fail":
-                raise data_error(f"cannot read image {path}: {exc}", locate,
-                                 "fix or remove the file, or set data.on_bad_file: skip", "path") from None
-            bad.append(path)
+            bad.append((path, exc))
             continue
         good.append((path, label, path.stat().st_size))
         sizes.append((height, width))

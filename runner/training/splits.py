@@ -16,7 +16,7 @@ def held_out(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     out = np.zeros(len(y), bool)
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
-        n = min(len(members) - 1, max(1, int(round(len(members) * fraction))))
+        n = min(len(members) - 1, max(1, int(len(members) * fraction + 0.5)))  # rounded half up
         out[rng.permutation(members)[:n]] = True
     return out
 

@@ -22,7 +22,7 @@ from runner.language.spec import load_spec
 # The form of each section that the typed object covers: the built-in source's for data.
 EXAMPLES = {"data": {"dataset": "mnist"}, "augmentation": {}, "augmentation.random_erasing": {}, "training": {},
             "augmentation.random_crop": {}, "augmentation.mixup": {}, "augmentation.cutmix": {}, "tracking": {},
-            "sweep": {}}
+            "sweep": {}, "training.stop_at": {"metric": "loss", "value": 0.1}}
 # Fields a section has beyond the schema's properties: what it derives from them.
 DERIVED = {"data": {"options"}}
 # Top-level keys whose typed form is not a Sections field: the run's name and description are the Spec's, the
@@ -67,11 +67,12 @@ def test_every_section_of_the_document_is_typed():
 def test_a_file_without_any_optional_section_gets_every_default(tmp_path):
     spec = load_spec(write(tmp_path, MINIMAL))
     assert spec.tracking == Tracking(experiment="xrun", tags=None, log_model=True, log_images=True)
-    assert spec.training == Training(epochs=1, batch_size=32, shuffle=True, seed=None, precision="auto",
-                                     jit_compile="auto", steps_per_execution=1, distribute="auto")
+    assert spec.training == Training(epochs=1, batch_size=32, class_weight=None, sampling="uniform", stop_at=None,
+                                     shuffle=True, seed=None, precision="auto", jit_compile="auto",
+                                     steps_per_execution=1, distribute="auto")
     assert spec.data == Data(source="builtin", dataset="mnist", limit=None, validation="split", validation_split=0.1,
-                             options={"dataset": "mnist", "source": "builtin", "validation": "split",
-                                      "validation_split": 0.1})
+                             split_seed=0, options={"dataset": "mnist", "source": "builtin", "validation": "split",
+                                                    "validation_split": 0.1, "split_seed": 0})
     assert spec.sections.optimizer == Optimizer("Adam", {}, None)
     assert spec.sections.loss == Named("CategoricalCrossentropy", {})
     assert (spec.sections.metrics, spec.sections.callbacks, spec.sections.sweep) == (("accuracy",), (), None)

@@ -44,7 +44,7 @@ def test_extends_merges_mappings_and_replaces_lists(tmp_path):
     assert doc["callbacks"] == [{"type": "TerminateOnNaN"}]                          # replaced
     assert [layer["type"] for layer in doc["model"]["layers"]] == ["Flatten", "Dense"]
     assert doc["data"] == {"source": "builtin", "dataset": "mnist", "validation": "test",  # from seed004
-                           "validation_split": 0.1}
+                           "validation_split": 0.1, "split_seed": 0}
     assert load_spec(child).files == [child, base, BASE]
 
 

@@ -26,17 +26,18 @@ tracking: {experiment: list-test}
 """
 BROKEN = DENSE.replace("name: alpha", "name: broken").replace("type: Flatten", "type: Flaten")
 TOO_BIG = CONV.replace("name: beta", "name: gamma").replace("kernel_size: 3", "kernel_size: 29")
+COPY = DENSE.replace("units: 8", "units: 32")  # the same `name: alpha`, never run
 
 
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory):
-    """A folder of four files (model2 has run twice, model10 never, one invalid, one that does not build)."""
+    """A folder of five files (model2 has run twice, model10 and its copy never, one invalid, one that does not build)."""
     root = tmp_path_factory.mktemp("catalogue")
     folder = root / "exps"
     (folder / "base").mkdir(parents=True)
     for name, text in {"model2.yaml": DENSE, "model10.yaml": CONV, "broken.yaml": BROKEN,
-                       "toobig.yml": TOO_BIG, "base/shared.yaml": "data: {dataset: mnist}\n"}.items():
+                       "toobig.yml": TOO_BIG, "copy.yaml": COPY, "base/shared.yaml": "data: {dataset: mnist}\n"}.items():
         (folder / name).write_text(text)
     uri = store_uri(root)
     with pytest.MonkeyPatch.context() as mp:
@@ -53,7 +54,8 @@ def listed(tmp_path_factory):
 
 def test_every_file_in_natural_order(listed):
     assert listed["code"] == 0, listed["rows"]
-    assert [r["file"] for r in listed["rows"]] == ["broken.yaml", "model2.yaml", "model10.yaml", "toobig.yml"]
+    assert [r["file"] for r in listed["rows"]] == ["broken.yaml", "copy.yaml", "model2.yaml", "model10.yaml",
+                                                 "toobig.yml"]
 
 
 def test_a_run_experiment_shows_its_runs_and_best_test_accuracy(listed):
@@ -71,6 +73,11 @@ def test_an_experiment_not_yet_run(listed):
     assert row == {"file": "model10.yaml", "name": "beta", "dataset": "fashion_mnist",
                    "params": (3 * 3 * 2 + 2) + (26 * 26 * 2 * 10 + 10), "runs": 0, "best_test_acc": None,
                    "partial_runs": 0, "description": "A tiny conv net that never runs here."}
+
+
+def test_a_copy_of_the_same_name_that_never_ran_has_no_runs(listed):
+    row = next(r for r in listed["rows"] if r["file"] == "copy.yaml")
+    assert (row["name"], row["runs"], row["best_test_acc"], row["partial_runs"]) == ("alpha", 0, None, 0)
 
 
 def test_rows_that_cannot_be_built_say_why(listed):
@@ -95,7 +102,7 @@ def test_table_csv_and_markdown(listed):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["file", "name", "dataset", "params", "runs", "best_test_acc", "partial_runs",
                              "description"]
-    assert float(rows[1]["best_test_acc"]) == best
+    assert float(rows[2]["best_test_acc"]) == best
     _, out, _ = xrun("list", "exps", "--tracking-uri", listed["uri"], "--format", "markdown")
     assert out.splitlines()[1] == "|---|---|---|---:|---:|---:|---:|---|"
 
@@ -109,9 +116,24 @@ def test_folder_errors(tmp_path):
 
 # --- how runs are counted, from records made by hand -----------------------------------------------------
 
-def _run(params: dict, accuracy: float) -> query.RunRecord:
-    return query.RunRecord("0" * 32, "alpha", "list-test", "FINISHED", "", params, {"test_accuracy": accuracy}, {},
-                           0, 1)
+def _run(params: dict, accuracy: float, tags: dict | None = None, name: str = "alpha") -> query.RunRecord:
+    return query.RunRecord("0" * 32, name, "list-test", "FINISHED", "", params, {"test_accuracy": accuracy},
+                           tags or {}, 0, 1)
+
+
+def test_a_run_is_credited_to_the_file_it_came_from_by_its_tag(tmp_path, monkeypatch):
+    from runner.records import catalogue
+
+    (tmp_path / "exps").mkdir()
+    path = tmp_path / "exps" / "alpha.yaml"
+    spec = type("Spec", (), {"name": "alpha"})
+    monkeypatch.chdir(tmp_path)
+    came_from = [catalogue._ran_from(_run({}, 0.5, {"experiment.file": tag}), path, spec)
+                 for tag in [str(path), "exps/alpha.yaml", "alpha.yaml", "exps/copy.yaml", str(tmp_path / "alpha.yaml")]]
+    assert came_from == [True, True, True, False, False]
+    # without the tag (an older store): by the run's name
+    assert [catalogue._ran_from(_run({}, 0.5, name=n), path, spec) for n in ["alpha", "alpha evaluation"]] == \
+           [True, False]
 
 
 def test_only_runs_of_the_file_as_written_are_ranked(tmp_path):

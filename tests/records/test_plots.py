@@ -6,7 +6,7 @@ import sys
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 from matplotlib.figure import Figure
 
 from runner.records import plots

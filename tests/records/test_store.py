@@ -329,3 +329,53 @@ def test_sync_delivers_metrics_an_older_xrun_kept_in_mlruns_offline(db, tmp_path
         (run.run_id, db, f"2 metric values from mlruns/offline/{run.run_id}.jsonl delivered")]
     assert [m.value for m in MlflowClient(db).get_metric_history(run.run_id, "loss")] == [0.5, 0.25]
     assert [p.name for p in offline.iterdir()] == [f"{'0' * 32}.jsonl"]
+
+
+# --- what MLflow's UI shows of a run: its Source, its Created by, and the data its linked scores are on -------------
+
+def test_a_run_has_mlflows_source_and_user_tags(db, monkeypatch):
+    import getpass
+
+    monkeypatch.setattr("sys.argv", ["/somewhere/bin/xrun", "evaluate", "runs:/x/model"])
+    from_file = store.Run(db, "exp", "r", tags={"experiment.file": "experiments/mnist.yaml"})
+    from_command = store.Run(db, "exp", "e")
+    tags = MlflowClient(db).get_run(from_file.run_id).data.tags
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("experiments/mnist.yaml", "LOCAL")
+    assert tags["mlflow.user"] == getpass.getuser()
+    assert MlflowClient(db).get_run(from_command.run_id).data.tags["mlflow.source.name"] == "xrun evaluate"
+    from_file.end("FINISHED")
+    from_command.end("FINISHED")
+
+
+def test_the_test_scores_linked_to_a_logged_model_name_the_data_they_were_measured_on(db):
+    import keras
+    import numpy as np
+
+    run = store.Run(db, "exp", "r")
+    run.log_dataset("mnist", "https://example.com/mnist.npz", "abc123", "mnist", {"train": 8, "test": 2})
+    run.log_metrics({"test_accuracy": 0.75}, step=1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    x = np.zeros((2, 2), "float32")
+    run.log_model(model, x, model.predict(x, verbose=0), name="m", linked_metrics=("test_accuracy",))
+    run.end("FINISHED")
+    (logged,) = MlflowClient(db).search_logged_models(experiment_ids=[run.experiment_id])
+    assert [(m.key, m.value, m.dataset_name, m.dataset_digest) for m in logged.metrics] == [
+        ("test_accuracy", 0.75, "mnist", "abc123")]
+
+
+# --- reading never creates a store -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["evaluate", "50e96fba"], ["predict", "50e96fba", "x.png"],
+                                     ["export", "50e96fba", "--format", "onnx"], ["compare", "50e96fba"]])
+def test_a_run_id_looked_up_where_there_is_no_store_names_the_store_and_creates_none(tmp_path, monkeypatch, command):
+    from helpers import xrun
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "x.png").write_bytes(b"")
+    code, out, err = xrun(*command)
+    assert (code, out) == (2, "")
+    assert err == (f"there is no MLflow store at {tmp_path.resolve()}/mlruns/mlflow.db: nothing has been recorded "
+                   f"there; run xrun in the folder where the runs were recorded (the one holding mlruns/), or give "
+                   f"--tracking-uri (or MLFLOW_TRACKING_URI)\n")
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

@@ -44,6 +44,10 @@ def records(store, *names):
     return [store[n] for n in names]
 
 
+def test_a_set_run_is_named_by_what_it_changed_and_the_table_shows_that_as_a_column(store):
+    assert (store["b128"].name, store["b64"].name) == ("tiny [batch_size=128]", "tiny")
+
+
 def test_csv_has_name_first_then_what_differs_then_results(store):
     code, out, err = xrun("compare", "-e", "compare-a", "--format", "csv")
     assert code == 0, err

@@ -113,7 +113,7 @@ def finished(tmp_path_factory):
 def test_a_run_lands_finished_under_its_yaml_name_and_description(finished):
     run = finished.run
     assert run.info.status == "FINISHED" and finished.result.status == "FINISHED"
-    assert run.info.run_name == "tiny"
+    assert run.info.run_name == "tiny [epochs=2]"  # named by what --set changed, as a sweep trial is
     assert run.data.tags["mlflow.note.content"] == "A tiny conv net for the training tests."
     assert client(finished.uri).get_experiment(run.info.experiment_id).name == "tests"
 
@@ -211,7 +211,7 @@ def test_the_logged_model_loads_back_and_predicts_like_the_trained_one(finished)
     mlflow.set_tracking_uri(finished.uri)  # models:/ URIs resolve through the default store; later runs move it
     models = [m for m in mlflow.search_logged_models(experiment_ids=[finished.run.info.experiment_id],
                                                      output_format="list") if m.source_run_id == run_id]
-    assert [m.model_uri for m in models] == [result.model_uri]
+    assert [(m.model_uri, m.name) for m in models] == [(result.model_uri, "tiny [epochs=2]")]
     loaded = mlflow.keras.load_model(result.model_uri)
     raw = load_dataset("mnist", DATA_DIR).x_test[:5]  # the logged model takes raw uint8 images (it scales them)
     # It computes in float32, whatever precision training used (auto may have picked bfloat16 on this CPU).

@@ -199,6 +199,8 @@ def test_a_clearly_worse_trial_is_pruned_after_its_first_epoch(tmp_path, monkeyp
     pruned = run["1e-06"]
     assert pruned.status == "FINISHED" and pruned.tags["xrun.pruned"] == "true"
     assert pruned.metrics["epochs_run"] == 1 and pruned.tags["xrun.pruned_at_epoch"] == "1"
+    # MLflow shows a pruned run FINISHED: its name says it was pruned, and the other's does not
+    assert (pruned.name, run["0.01"].name) == ("prune [learning_rate=1e-06] [pruned at 1]", "prune [learning_rate=0.01]")
     assert len(query.metric_history(pruned.run_id, "val_accuracy", uri)) == 1
     assert "[trial 1] optimizer.learning_rate=1e-06: PRUNED in " in err and "1 finished, 1 pruned, 0 failed" in err
     assert {r["run"]: r["status"] for r in json.loads(out)} == {run["0.01"].run_id: "FINISHED",
@@ -206,6 +208,7 @@ def test_a_clearly_worse_trial_is_pruned_after_its_first_epoch(tmp_path, monkeyp
     study = study_of(tmp_path)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
     assert list(study.trials[1].intermediate_values) == [1]
+    assert study.metric_names == ["val_accuracy"]  # optuna-dashboard's and the history plot's name for the objective
 
 
 # --- PostgreSQL: the study and an `mlflow server` on one database server ---------------------------------------

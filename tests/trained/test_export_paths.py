@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers import DATA_DIR, xrun
-from test_inputs import model_of
+from test_use_inputs import model_of
 
 from runner.trained import export as ex
 from runner.trained import use

@@ -7,7 +7,7 @@ import tensorflow as tf
 from runner.errors import XrunError
 from runner.language.schema import default_sections
 from runner.language.sections import Data, sections_of
-from runner.training import pipeline
+from runner.training import pipeline, splits
 from runner.training.data import Dataset
 
 
@@ -38,11 +38,15 @@ def sizes(s: pipeline.Splits):
     return (len(s.x_train), None if s.x_val is None else len(s.x_val), len(s.x_test))
 
 
-def test_split_holds_out_the_last_fraction_of_train_like_keras(data):
+def test_split_holds_out_a_seeded_fraction_of_each_class(data):
     s = pipeline.split(data, section(validation="split", validation_split=0.2))
     assert sizes(s) == (240, 60, 120) and s.validation == "split"
-    np.testing.assert_array_equal(s.x_val, data.x_train[240:])
-    np.testing.assert_array_equal(s.y_train, data.y_train[:240])
+    assert np.bincount(s.y_val).tolist() == [6] * 10 and np.bincount(s.y_train).tolist() == [24] * 10
+    held = splits.held_out(data.y_train, 0.2, 0)
+    np.testing.assert_array_equal(s.x_val, data.x_train[held])
+    np.testing.assert_array_equal(s.y_train, data.y_train[~held])
+    other = pipeline.split(data, section(validation="split", validation_split=0.2, split_seed=1))
+    assert not np.array_equal(other.x_val, s.x_val)  # data.split_seed draws another split
 
 
 def test_split_defaults_to_a_tenth(data):
@@ -51,7 +55,7 @@ def test_split_defaults_to_a_tenth(data):
 
 def test_limit_takes_the_first_n_of_each_split_before_holding_out(data):
     s = pipeline.split(data, section(limit=100, validation="split", validation_split=0.25))
-    assert sizes(s) == (75, 25, 100)
+    assert sizes(s) == (70, 30, 100)  # 10 of each class, 2.5 of each held out: rounded up
     np.testing.assert_array_equal(s.x_test, data.x_test[:100])
 
 
