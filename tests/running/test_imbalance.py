@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from helpers import artifact_text, client, experiment, history, only_run, store_uri, train
 
 from runner.errors import XrunError
