@@ -1,7 +1,12 @@
 """Every experiment gives the summary and the seeded first-epoch loss recorded in tests/golden/experiments.json.
 
-The golden file was made by tests/golden/make_golden.py from the code before a refactoring; the same functions
-produce the values here from the current code, so a refactoring that changes what a user sees fails here.
+The golden file was made by tests/golden/make_golden.py, first from the code before issue 21's refactoring (commit
+1cf3265); every summary and every first-epoch loss came out the same after it. Issue 23 then changed on purpose what
+a tiny run of some files does: a validation split is drawn per class (best_fashion, best_mnist, seed000_yogi,
+seed002_method1 and _method2 now train on other examples), and a split without every class is refused (the three
+1000-class ImageNet networks cannot have every class in a 4-image run). Those entries were recorded again from the
+code after it, the earlier loss kept beside them as `before_issue_23`. A refactoring that changes what a user sees
+fails here.
 """
 
 import json
@@ -41,5 +46,6 @@ def test_summary_json_is_the_golden_one(file):
 @pytest.mark.slow
 @pytest.mark.parametrize("file", FILES, ids=[f.stem for f in FILES])
 def test_first_epoch_loss_is_the_golden_one(file, scratch):
-    expected = golden(file)["first_epoch_loss"]
-    assert make_golden.first_epoch_loss(file, scratch) == pytest.approx(expected, rel=RELATIVE_TOLERANCE)
+    expected = golden(file)["first_epoch_loss"]  # a loss, or the line with which xrun refuses the tiny run
+    got = make_golden.first_epoch(file, scratch)
+    assert got == expected if isinstance(expected, str) else got == pytest.approx(expected, rel=RELATIVE_TOLERANCE)

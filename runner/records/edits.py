@@ -17,21 +17,27 @@ def end_run(run_id: str, status: str, uri: str | None = None) -> None:
     client(uri).set_terminated(run_id, status=status)
 
 
-def plain_run(uri: str, experiment: str, name: str, description: str, tags: dict, texts: dict) -> str:
-    """A run with tags and text files only, left RUNNING, with no journal or heartbeat: a sweep's parent, which
+def plain_run(uri: str, experiment: str, name: str, description: str, tags: dict, texts: dict,  # noqa: PLR0913
+              params: dict = ()) -> str:
+    """A run with tags, params and text files only, left RUNNING, with no journal: a sweep's parent, which
     whichever worker finishes the study ends (so no one process's life is the run's)."""
     c = _ready_client(uri)
     run_id = c.create_run(_experiment_id(c, experiment, uri), run_name=name,
                           tags=_tag_texts({**tags, "mlflow.note.content": description})).info.run_id
+    if params:
+        c.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in _tag_texts(dict(params)).items()])
     for path, text in texts.items():
         c.log_text(run_id, text, path)
     return run_id
 
 
-def add_to_run(run_id: str, uri: str, *, tags: dict = (), metrics: dict = (), files: dict = ()) -> None:
-    """Tags, final metrics and files (a matplotlib figure, a dict as JSON, or text, by path) on an existing run."""
+def add_to_run(run_id: str, uri: str, *, tags: dict = (), metrics: dict = (), files: dict = (),  # noqa: PLR0913
+               params: dict = ()) -> None:
+    """Tags, params, final metrics and files (a matplotlib figure, a dict as JSON, or text, by path) on an existing
+    run."""
     c = _ready_client(uri)
     c.log_batch(run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(dict(tags)).items()],
+                params=[mlflow.entities.Param(k, v) for k, v in _tag_texts(dict(params)).items()],
                 metrics=[mlflow.entities.Metric(k, float(v), _now_ms(), 0) for k, v in dict(metrics).items()])
     for path, value in dict(files).items():
         if isinstance(value, dict):

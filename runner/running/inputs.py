@@ -71,14 +71,21 @@ def class_weight(config: Config, parts: pipeline.Splits) -> dict[int, float] | N
 
 
 def _check(parts: pipeline.Splits, config: Config) -> None:
-    limit = "data.limit" if config.data.limit else "data.validation_split"
+    limit = "limit" if config.data.limit else "validation_split"
     names = parts.class_names
-    splits.check_classes("training", parts.y_train, names, limit,
-                         "the examples may be sorted by class: raise data.limit, or give them in any order")
+    splits.check_classes("training", parts.y_train, names, f"data.{limit}",
+                         "the examples may be sorted by class: raise data.limit, or give them in any order",
+                         _where(config, "data", limit))
     if parts.y_val is not None and parts.validation == "split":
         splits.check_classes("validation", parts.y_val, names, "data.validation_split",
-                             "each class needs two or more training examples: raise data.limit or add examples")
-    splits.check_one_batch(len(parts.y_train), config.training.batch_size)
+                             "each class needs two or more training examples: raise data.limit or add examples",
+                             _where(config, "data", "validation_split"))
+    splits.check_one_batch(len(parts.y_train), config.training.batch_size, _where(config, "training", "batch_size"))
+
+
+def _where(config: Config, section: str, key: str):
+    """Where the key is written, else its section (a default, or a --set value, has no line of its own)."""
+    return config.locate((section, key)) or config.locate((section,), key=True) or str(config.path)
 
 
 def _csv_cell(text: str) -> str:

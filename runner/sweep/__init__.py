@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from runner.sweep.space import (
     Space,
     Variant,
     describe,
+    params,
     parse_grid_option,
     prepare,
     short_name,
@@ -68,15 +70,35 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *,  # noqa:
     _reopen(parent_id, uri)
     say(f"study {p.study_name} in {st.redacted(url)}; MLflow parent run {parent_id}")
     worker = trials.Worker(p, study, parent_id, uri, data_dir, console, say)
+    with _storage_watch(url, parent_id, uri):
+        try:
+            if jobs > 1:
+                _run_workers(jobs, path, p, uri, url, data_dir, heartbeat, grace)
+            else:
+                worker.run()
+        except BaseException as exc:
+            if not st.lost(url, exc, parent_id):
+                _end_parent(study, p, parent_id, uri, interrupted=True)
+            raise
+        return _finish(study, p, parent_id, uri, url, worker.trained, wrap_up)
+
+
+@contextmanager
+def _storage_watch(url: str, parent_id: str, uri: str):
+    """A study database that goes away mid-sweep is one line, not Optuna's traceback; the parent run ends FAILED
+    saying so (its trials' runs stay)."""
+    from runner.records import store
+    from runner.sweep import study as st
+
     try:
-        if jobs > 1:
-            _run_workers(jobs, path, p, uri, url, data_dir, heartbeat, grace)
-        else:
-            worker.run()
-    except BaseException:
-        _end_parent(study, p, parent_id, uri, interrupted=True)
-        raise
-    return _finish(study, p, parent_id, uri, url, worker.trained, wrap_up)
+        yield
+    except Exception as exc:
+        error = st.lost(url, exc, parent_id)
+        if error is None:
+            raise
+        store.add_to_run(parent_id, uri, tags={names.END_REASON: error.message})
+        store.end_run(parent_id, "FAILED", uri)
+        raise error from None
 
 
 def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, heartbeat: int, grace: int) -> None:
@@ -136,7 +158,7 @@ def _new_parent(p: Plan, uri: str, url: str) -> str:
              names.SWEEP_SPACE: "".join(f"{x}\n" for x in describe(s)),
              names.OVERRIDES: "".join(f"{o}\n" for o in p.overrides)}
     return store.plain_run(uri, base.tracking.experiment, names.SWEEP_RUN_NAME.format(name=base.name),
-                           base.description, tags, texts)
+                           base.description, tags, texts, params(s))
 
 
 def _reopen(parent_id: str, uri: str) -> None:

@@ -15,7 +15,7 @@ from runner.sweep.space import Space, values_of, yaml_value
 
 def of(study: optuna.Study, s: Space) -> dict:
     """For store.add_to_run: plots/optimization_history.png, plots/param_importances.png (when two or more trials
-    completed with different values), sweep/best_trial.json, and the best trial's values as `best.KEY` tags."""
+    completed with different values), sweep/best_trial.json, and the best trial's values as `best.KEY` params."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         return {"tags": {names.BEST: "no trial completed"}}
@@ -26,9 +26,8 @@ def of(study: optuna.Study, s: Space) -> dict:
     files[names.SWEEP_BEST] = {"trial": best.number, "value": best.value, "metric": s.metric,
                                "direction": s.direction, "params": values,
                                "mlflow_run_id": best.user_attrs.get(names.TRIAL_RUN_ID)}
-    tags = {**{f"best.{k}": yaml_value(v) for k, v in values.items()}, "best.trial": best.number,
-            "best.run_id": best.user_attrs.get(names.TRIAL_RUN_ID, "")}
-    return {"tags": tags, "files": files,
+    tags = {"best.trial": best.number, "best.run_id": best.user_attrs.get(names.TRIAL_RUN_ID, "")}
+    return {"tags": tags, "files": files, "params": {f"best.{k}": yaml_value(v) for k, v in values.items()},
             "metrics": {f"best_{s.metric}": best.value, "trials_complete": len(complete)}}
 
 

@@ -262,3 +262,12 @@ def describe(s: Space) -> list[str]:
     lines += [f"  {k}: {kind} {', '.join(map(yaml_value, arg))}" for k, d in s.random.items()
               for kind, arg in d.items()]
     return lines
+
+
+def params(s: Space) -> dict:
+    """The search space as a sweep parent's MLflow params: `sweep.grid.KEY` its values, `sweep.random.KEY` its
+    distribution (so the parent's Parameters say what was searched)."""
+    out = {f"sweep.grid.{k}": ", ".join(map(yaml_value, v)) for k, v in s.grid.items()}
+    out.update({f"sweep.random.{k}": f"{kind} {', '.join(map(yaml_value, arg))}" for k, d in s.random.items()
+                for kind, arg in d.items()})
+    return out

@@ -116,6 +116,25 @@ def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.st
                          "leave it out for a SQLite file beside the MLflow store") from None
 
 
+def lost(url: str, exc: BaseException, parent_id: str) -> XrunError | None:
+    """The error to show when `exc` comes from the study's database having gone away mid-sweep (its SQLite file
+    deleted, its server gone); None for any other exception."""
+    from sqlalchemy import exc as sql
+
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if not any(isinstance(e, (sql.SQLAlchemyError, optuna.exceptions.StorageInternalError)) for e in chain):
+        return None
+    db = url.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0] if url.startswith(names.SQLITE_PREFIX) else ""
+    why = "its file was deleted" if db and not Path(db).is_file() else one_line(chain[-1], 200)
+    return XrunError(f"the sweep's study storage {redacted(url)} went away mid-sweep ({why}); the trials' MLflow "
+                     f"runs are kept, under parent run {parent_id}",
+                     hint="run the same command again to start a new study (every point trains again, under a new "
+                          "parent run), or restore the database and run it again to continue this one")
+
+
 def _creation_race(exc: Exception) -> bool:
     """A server database refusing a table or type another worker has just created (not a wrong URL or a down server)."""
     from sqlalchemy import exc as sql

@@ -28,19 +28,19 @@ def class_counts(y: np.ndarray | None, classes: int) -> list[int]:
     return np.bincount(np.asarray(y, np.int64), minlength=classes)[:classes].tolist()
 
 
-def check_classes(name: str, y: np.ndarray, class_names: tuple[str, ...], path: str, hint: str) -> None:
+def check_classes(name: str, y: np.ndarray, class_names: tuple[str, ...], path: str, hint: str, where=None) -> None:
     """Every class must have an example in this split: a split without one trains or measures nothing of it."""
     counts = class_counts(y, len(class_names))
     missing = [class_names[i] for i, n in enumerate(counts) if n == 0]
     if missing:
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise XrunError(f"the {name} split has no example of class {shown} ({len(missing)} of {len(class_names)} "
-                        f"classes missing, {len(y)} examples)", path=path, hint=hint)
+                        f"classes missing, {len(y)} examples)", where=where, path=path, hint=hint)
 
 
-def check_one_batch(n_train: int, batch_size: int) -> None:
+def check_one_batch(n_train: int, batch_size: int, where=None) -> None:
     """Training needs at least one whole batch; fewer examples than a batch would train on a partial one only."""
     if n_train < batch_size:
         raise XrunError(f"the training split has {n_train} examples, fewer than one batch of {batch_size}",
-                        path="training.batch_size", hint=f"lower training.batch_size to {n_train} or less, or "
+                        where=where, path="training.batch_size", hint=f"lower training.batch_size to {n_train} or less, or "
                                                          "train on more data (data.limit)")
