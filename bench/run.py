@@ -107,7 +107,7 @@ def xrun_training(clock, model: str, examples: int, epochs: int, data: str | Non
     with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         # Pre-create the experiment with its artifacts in tmp; MLflow's default would be ./mlruns of the cwd.
-        store.client(uri).create_experiment(spec.document["tracking"]["experiment"],
+        store.creating_client(uri).create_experiment(spec.document["tracking"]["experiment"],
                                                artifact_location=Path(tmp, "artifacts").as_uri())
         with instrumented_xrun(clock, log) as log_seconds, with_settings(settings):
             used = train.settings_for(spec.training)
@@ -338,7 +338,7 @@ def log_metrics_ms(calls: int) -> list[float]:
                   "epoch_seconds": 10.0, "images_per_second": 2000.0}
     with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        store.client(uri).create_experiment("bench", artifact_location=Path(tmp, "artifacts").as_uri())
+        store.creating_client(uri).create_experiment("bench", artifact_location=Path(tmp, "artifacts").as_uri())
         run = store.Run(uri, "bench", "log-metrics")
         out = []
         for step in range(calls):

@@ -47,9 +47,9 @@ def prepared_store(folder: Path, experiment: Path, uri: str | None = None) -> st
     name = load_spec(experiment).document["tracking"]["experiment"]
     if uri is None:
         uri = f"sqlite:///{folder}/mlflow.db"
-        store.client(uri).create_experiment(name, artifact_location=(folder / "artifacts").as_uri())
-    elif store.client(uri).get_experiment_by_name(name) is None:
-        store.client(uri).create_experiment(name)
+        store.creating_client(uri).create_experiment(name, artifact_location=(folder / "artifacts").as_uri())
+    elif store.creating_client(uri).get_experiment_by_name(name) is None:
+        store.creating_client(uri).create_experiment(name)
     return uri
 
 

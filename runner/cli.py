@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from runner.errors import SIGTERM_MESSAGE, XrunError
+from runner.errors import SIGTERM_MESSAGE, InterruptedWhenComplete, XrunError
 from runner.records import names
 from runner.trained import formats as export_formats
 
@@ -325,6 +325,9 @@ def sweep(file, overrides, grid, jobs, dry_run, storage, heartbeat, grace_period
         what = f"{len(lines)} variants" if planned.space.method == "grid" else "the search space"
         click.echo(f"{what}, checked; nothing trained (dry run)", err=True)
         return
+    if worker:
+        from runner.sweep.lifeline import die_with_parent
+        die_with_parent()
     if jobs == 1:  # with --jobs N each worker is a process of its own, which loads TensorFlow itself
         import_tensorflow()
     from runner.records import store
@@ -560,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         # Schedulers read 143 as "stopped by SIGTERM" and 130 as Ctrl-C; click wraps the interrupt in Abort.
         interrupt = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
         terminated = str(interrupt) == SIGTERM_MESSAGE
-        click.echo("interrupted by SIGTERM" if terminated else "interrupted", err=True)
+        after = " after the run was complete (it ended FINISHED; nothing was lost)" \
+            if isinstance(interrupt, InterruptedWhenComplete) else ""
+        click.echo(("interrupted by SIGTERM" if terminated else "interrupted") + after, err=True)
         return 143 if terminated else 130
     return 0
 

@@ -10,6 +10,10 @@ from typing import Iterable
 SIGTERM_MESSAGE = "SIGTERM"
 
 
+class InterruptedWhenComplete(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM (its text says which) that came once the run was complete: it ended FINISHED, nothing lost."""
+
+
 @dataclass(frozen=True)
 class Location:
     """A place in a YAML file (1-based line and column), or a pseudo-file such as `--set`."""

@@ -41,6 +41,8 @@ PARAMS = {
     "best_fashion": (289_066, 288_170, 896),
     # Issue 14: own data, PNG class folders (builds without the folder: image_size and color_mode give the shape).
     "folder_digits": (12_810, 12_810, 0),
+    # Issue 23: imbalanced classes (class_weight, per-class recall, stop_at); counts as built.
+    "class_weights": (34_826, 34_826, 0),
     # Issue 14: the reference architectures, written with blocks; keras.applications' counts (checked below).
     "vgg16": (138_357_544, 138_357_544, 0),
     "resnet50": (25_636_712, 25_583_592, 53_120),

@@ -329,7 +329,7 @@ def npy_header(f) -> dict:
 
 # --- the model against its data ---------------------------------------------------------------------------------
 
-def check_model_against_data(document: dict, graph: Graph, locate, check_input_shape) -> None:
+def check_model_against_data(document: dict, graph: Graph, locate, check_input_shape) -> DataFacts:
     """The model's input shape and class count must be the data's: an error at the model's line, before training.
 
     `check_input_shape(given, data_shape, what, locate)` is the language's shape rule (runner.language.spec).
@@ -338,6 +338,7 @@ def check_model_against_data(document: dict, graph: Graph, locate, check_input_s
     if facts.shape is not None and None not in facts.shape:
         check_input_shape(document["model"].get("input_shape"), facts.shape, facts.what, locate)
     check_classes(output_units(graph), facts, locate)
+    return facts
 
 
 def output_units(graph: Graph):

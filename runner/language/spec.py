@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runner.errors import Location, XrunError
@@ -33,6 +33,7 @@ class Spec:
     graph: Graph
     sections: Sections         # the plain sections of `document`, typed and frozen
     warnings: tuple = ()       # XrunErrors for legal but likely wrong choices (runner.language.advice), not raised
+    _facts: dict = field(default_factory=dict, repr=False, compare=False)  # data facts read, by strictness
 
     @property
     def name(self) -> str:
@@ -49,8 +50,10 @@ class Spec:
         return tuple(given) if given else None
 
     def data_facts(self, strict: bool = False) -> data_facts.DataFacts:
-        """The data's example shape and class names, read without loading it (headers, folder listings)."""
-        return data_facts.data_facts(self.document, self.locate, strict=strict)
+        """The data's example shape and class names, read without loading it (headers, folder listings), once."""
+        if strict not in self._facts:
+            self._facts[strict] = data_facts.data_facts(self.document, self.locate, strict=strict)
+        return self._facts[strict]
 
     def without_sweep(self) -> Spec:
         """The experiment without its `sweep` section: one trial of the sweep (the family stays with the parent)."""
@@ -101,8 +104,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | N
     (the catalogue, `summary`, a recorded config whose data has gone since)."""
     path = Path(path)
     document, locs, files = load_with_bases(path, text)
-    for text in overrides:
-        apply_override(document, locs, text)
+    for override in overrides:
+        apply_override(document, locs, override)
     locate = locs.of
     check_param_names(document.get("model"), locate)
     schema.check(document, locate)
@@ -111,10 +114,10 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | N
     _check_consistency(document, locate)
     if data_must_exist:
         data_facts.check_data_exists(document, locate)
-    _check_input(document, locate, graph)
+    facts = _check_input(document, locate, graph)
     return Spec(path, read_text(path) if text is None else text, document, locs, files, list(overrides), graph,
                 sections_of(document, data_facts.settings(document["data"])),
-                tuple(advice.model_warnings(document, graph, locate)))
+                tuple(advice.model_warnings(document, graph, locate)), {False: facts})
 
 
 def merge_types() -> set[str]:
@@ -209,10 +212,10 @@ def _check_augmentation(document: dict, locate) -> None:
                             hint=f"use loss: {loss.removeprefix('Sparse')}, the same loss on one-hot labels")
 
 
-def _check_input(document: dict, locate, graph: Graph) -> None:
+def _check_input(document: dict, locate, graph: Graph) -> data_facts.DataFacts:
     """The model against its data's facts (shape, class count), whatever the data source (runner.language.data_facts:
-    folders listed, .npy headers read, nothing loaded)."""
-    data_facts.check_model_against_data(document, graph, locate, check_input_shape)
+    folders listed, .npy headers read, nothing loaded); the facts, kept with the Spec so nothing reads them again."""
+    return data_facts.check_model_against_data(document, graph, locate, check_input_shape)
 
 
 def check_input_shape(given: list | None, data_shape: tuple, what: str, locate) -> None:

@@ -24,6 +24,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per checkpoint download is noise
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # MLflow's "View run" line on xrun's stdout
 
 
 def ui_command(uri: str) -> str:
@@ -126,6 +127,11 @@ def _ready_client(uri: str) -> MlflowClient:
 def client(uri: str | None = None) -> MlflowClient:
     """A client of an existing store, for reading it (and editing its runs): a missing one is not created."""
     return _ready_client(check_store(tracking_uri(uri)))
+
+
+def creating_client(uri: str | None = None) -> MlflowClient:
+    """A client of the store, made (tables migrated) if it does not exist yet: for code that records."""
+    return _ready_client(tracking_uri(uri))
 
 
 def _get_run(c: MlflowClient, run_id: str):

@@ -31,6 +31,8 @@ def log_keras(client, run_id: str, model, example: tuple, *, name: str, metadata
     example_inputs, predictions = example
     predictions = model.predict(example_inputs, verbose=0) if predictions is None else predictions
     signature = infer_signature(example_inputs, predictions)
+    # The fluent API below logs to the global store: make it the client's (`xrun sync` delivers to any store).
+    mlflow.set_tracking_uri(client.tracking_uri)
     # An outer active run (a sweep's parent, a notebook's) would make start_run refuse; nest under it instead.
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         info = mlflow.keras.log_model(

@@ -4,7 +4,7 @@ its concern (writer, delivery, edits, connection, failures, heartbeat, values, l
 from __future__ import annotations
 
 # Re-exported: callers across xrun use these as store.NAME (_process_start: a test of runs reads it).
-from runner.records.connection import client, ui_command  # noqa: F401
+from runner.records.connection import client, creating_client, ui_command  # noqa: F401
 from runner.records.delivery import end_dead, replay, sync  # noqa: F401
 from runner.records.edits import add_to_run, delete_run, end_run, plain_run, reopen  # noqa: F401
 from runner.records.failures import (  # noqa: F401

@@ -84,7 +84,7 @@ class Run:
     def _open(self, run_id: str) -> None:
         """The run's local journal (which is also where its files are written) and its heartbeat."""
         self.run_id = run_id
-        self._pending, self._offline_since = [], None
+        self._pending, self._pending_tags, self._offline_since = [], {}, None
         self.unconfirmed: list[str] = []  # what the store failed to take; while not empty the journal stays
         self.journal = journal.Journal.open(self.uri, run_id)
         self.artifact_dir = self.journal.files
@@ -120,12 +120,19 @@ class Run:
             self.client.log_batch(self.run_id, params=entities[start:start + PARAMS_PER_BATCH])
 
     @_uninterrupted
+    @_uninterrupted
     def set_tags(self, tags: dict) -> None:
-        self.journal.set_tags(_tag_texts(tags))  # first on disk: a sync delivers what the store did not take
+        """Tags go as metrics do: first on disk (a sync delivers what the store did not take), then sent, or kept
+        for the next batch while the store is away."""
+        self.journal.set_tags(_tag_texts(tags))
         if not tags:
             return
         self._not_while_failing()
-        self.client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in _tag_texts(tags).items()])
+        self._pending_tags.update(_tag_texts(tags))
+        try:
+            self._send_pending()
+        except Exception as exc:  # noqa: BLE001 - the server went away: training goes on, tags wait with metrics
+            self._keep_offline(exc)
 
     @_uninterrupted
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
@@ -144,10 +151,12 @@ class Run:
 
     def _send_pending(self) -> None:
         was_offline = self._offline_since is not None
-        beat = [mlflow.entities.RunTag(names.HEARTBEAT, str(_now_ms() // 1000))]
-        while self._pending:
+        tags = {**self._pending_tags, names.HEARTBEAT: str(_now_ms() // 1000)}
+        beat = [mlflow.entities.RunTag(k, v) for k, v in tags.items()]
+        while self._pending or self._pending_tags:
             self.client.log_batch(self.run_id, metrics=self._pending[:METRICS_PER_BATCH], tags=beat)
             del self._pending[:METRICS_PER_BATCH]
+            self._pending_tags.clear()
         if was_offline:
             self._offline_since = None
             notify(f"xrun: the tracking store is back; the metrics kept meanwhile were sent to run {self.run_id}")

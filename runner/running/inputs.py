@@ -15,6 +15,7 @@ class Inputs:
     dataset: sources.Data
     splits: pipeline.Splits
     class_weight: dict[int, float] | None = None  # what fit() weighs each class's examples by
+    warnings: tuple[str, ...] = ()                  # for the start of the run: legal, but worth knowing
 
     def counts(self) -> dict[str, list[int]]:
         """Examples of each class in each split (a split that does not exist: none)."""
@@ -49,7 +50,7 @@ def load(config: Config, data_dir: str | None, model) -> Inputs:
     sources.check_model(model, dataset, config)
     parts = pipeline.split(dataset, config.data)
     _check(parts, config)
-    return Inputs(dataset, parts, class_weight(config, parts))
+    return Inputs(dataset, parts, class_weight(config, parts), _validation_warnings(parts, config))
 
 
 def class_weight(config: Config, parts: pipeline.Splits) -> dict[int, float] | None:
@@ -76,11 +77,21 @@ def _check(parts: pipeline.Splits, config: Config) -> None:
     splits.check_classes("training", parts.y_train, names, f"data.{limit}",
                          "the examples may be sorted by class: raise data.limit, or give them in any order",
                          _where(config, "data", limit))
-    if parts.y_val is not None and parts.validation == "split":
-        splits.check_classes("validation", parts.y_val, names, "data.validation_split",
-                             "each class needs two or more training examples: raise data.limit or add examples",
+
+
+
+def _validation_warnings(parts: pipeline.Splits, config: Config) -> tuple[str, ...]:
+    """A validation split without some class (a class with a single training example keeps it for training): its
+    val_ metrics leave that class out. Said, not refused: tiny trial runs (`data.limit: 32`) must still run."""
+    if parts.y_val is None or parts.validation != "split":
+        return ()
+    try:
+        splits.check_classes("validation", parts.y_val, parts.class_names, "data.validation_split",
+                             "its val_ metrics leave those classes out; raise data.limit or add examples",
                              _where(config, "data", "validation_split"))
-    splits.check_one_batch(len(parts.y_train), config.training.batch_size, _where(config, "training", "batch_size"))
+    except XrunError as exc:
+        return (f"xrun: warning: {exc.format()}",)
+    return ()
 
 
 def _where(config: Config, section: str, key: str):

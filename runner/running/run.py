@@ -22,7 +22,7 @@ import yaml
 from rich.console import Console
 
 from runner import __version__
-from runner.errors import SIGTERM_MESSAGE, XrunError
+from runner.errors import SIGTERM_MESSAGE, InterruptedWhenComplete, XrunError
 from runner.language.config import Config, resolve
 from runner.language.spec import Spec
 from runner.model import standalone
@@ -149,8 +149,8 @@ def _ends_run(job: _Job):
     except KeyboardInterrupt as exc:
         if job.complete:  # the model was fully logged: the run is done, whatever came after
             _end(job, "FINISHED", "")
-        else:
-            _end(job, "KILLED", "interrupted by SIGTERM" if str(exc) == SIGTERM_MESSAGE else "interrupted (Ctrl-C)")
+            raise InterruptedWhenComplete(str(exc)) from None  # still an interrupt: a sweep or a script stops
+        _end(job, "KILLED", "interrupted by SIGTERM" if str(exc) == SIGTERM_MESSAGE else "interrupted (Ctrl-C)")
         raise
     except BaseException as exc:
         _end(job, "FAILED", f"{type(exc).__name__}: {exc}", error=exc)
@@ -321,6 +321,8 @@ def _train(job: _Job, data: inputs.Inputs) -> Result:
     config, dataset, splits = job.config, data.dataset, data.splits
     if not job.quiet:
         job.console.print(data.summary_line(), highlight=False, soft_wrap=True)
+    for warning in data.warnings:
+        job.console.print(warning, highlight=False, soft_wrap=True)
     if dataset.skipped:
         job.console.print(f"xrun: left out {len(dataset.skipped)} unreadable image(s) (data.on_bad_file: skip): "
                           f"{sources.named_files(dataset.skipped)}; the list is the run's {names.SKIPPED_FILES}",

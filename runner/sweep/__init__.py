@@ -7,11 +7,11 @@ Nothing here imports TensorFlow, MLflow or Optuna at module level: `xrun sweep -
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,8 +59,8 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *,  # noqa:
               heartbeat: int = names.TRIAL_HEARTBEAT_SECONDS, grace: int = names.TRIAL_GRACE_SECONDS,
               wrap_up: bool = True) -> Report:
     """Work on the sweep's study until it has nothing left to run; with `jobs` > 1 in that many processes."""
+    from runner.sweep import lifeline, trials
     from runner.sweep import study as st
-    from runner.sweep import trials
 
     say = progress or (lambda line: None)
     p = prepare(path, overrides, cli_grid)
@@ -70,7 +70,8 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *,  # noqa:
     _reopen(parent_id, uri)
     say(f"study {p.study_name} in {st.redacted(url)}; MLflow parent run {parent_id}")
     worker = trials.Worker(p, study, parent_id, uri, data_dir, console, say)
-    with _storage_watch(url, parent_id, uri):
+    alive = lifeline.parent_alive(uri, parent_id) if wrap_up else contextlib.nullcontext()
+    with alive, _storage_watch(url, parent_id, uri):
         try:
             if jobs > 1:
                 _run_workers(jobs, path, p, uri, url, data_dir, heartbeat, grace)
@@ -83,7 +84,7 @@ def run_sweep(path: Path, overrides: list[str], cli_grid: list[str], *,  # noqa:
         return _finish(study, p, parent_id, uri, url, worker.trained, wrap_up)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _storage_watch(url: str, parent_id: str, uri: str):
     """A study database that goes away mid-sweep is one line, not Optuna's traceback; the parent run ends FAILED
     saying so (its trials' runs stay)."""
@@ -103,6 +104,7 @@ def _storage_watch(url: str, parent_id: str, uri: str):
 
 def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, heartbeat: int, grace: int) -> None:
     """`jobs` worker processes on the same study: each an `xrun sweep` of its own (TensorFlow state apart)."""
+    from runner.sweep import lifeline
     from runner.sweep import study as st
 
     command = [sys.executable, "-m", "runner.cli", "sweep", str(path), "--tracking-uri", uri,
@@ -111,7 +113,8 @@ def _run_workers(jobs: int, path: Path, p: Plan, uri: str, url: str, data_dir, h
     command += [a for g in p.cli_grid for a in ("--grid", g)]
     if data_dir:
         command += ["--data-dir", str(data_dir)]
-    env = {**os.environ, st.STORAGE_ENV: url}  # not on the command line, where `ps` would show its password
+    # The storage is not on the command line, where `ps` would show its password.
+    env = {**os.environ, st.STORAGE_ENV: url, **lifeline.worker_env()}
     procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env) for _ in range(jobs)]
     # A scheduler's SIGTERM stops the workers too (each ends its trial KILLED) and then the parent, never orphans.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

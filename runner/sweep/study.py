@@ -127,12 +127,31 @@ def lost(url: str, exc: BaseException, parent_id: str) -> XrunError | None:
         exc = exc.__cause__ or exc.__context__
     if not any(isinstance(e, (sql.SQLAlchemyError, optuna.exceptions.StorageInternalError)) for e in chain):
         return None
-    db = url.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0] if url.startswith(names.SQLITE_PREFIX) else ""
-    why = "its file was deleted" if db and not Path(db).is_file() else one_line(chain[-1], 200)
+    why = _gone(url)  # a database error of MLflow's store, or a passing one of the study's, is not this
+    if why is None:
+        return None
     return XrunError(f"the sweep's study storage {redacted(url)} went away mid-sweep ({why}); the trials' MLflow "
                      f"runs are kept, under parent run {parent_id}",
                      hint="run the same command again to start a new study (every point trains again, under a new "
                           "parent run), or restore the database and run it again to continue this one")
+
+
+def _gone(url: str) -> str | None:
+    """Why the study's database cannot be read now (its SQLite file missing, its server down), or None."""
+    import sqlalchemy
+
+    db = url.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0] if url.startswith(names.SQLITE_PREFIX) else ""
+    if db and not Path(db).is_file():
+        return "its file was deleted"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select count(*) from studies"))
+    except Exception as exc:  # noqa: BLE001 - whatever the driver says, the study cannot be read
+        return one_line(exc, 200)
+    finally:
+        engine.dispose()
+    return None
 
 
 def _creation_race(exc: Exception) -> bool:

@@ -37,7 +37,8 @@ def run_test_split(run_id: str, uri: str | None, data_dir: str | None) -> tuple:
     notes = [] if not recorded or recorded == fingerprint else [
         f"xrun: the data at {name} changed since run {run_id[:8]} was trained (fingerprint {fingerprint[:12]}, the "
         f"run's {recorded[:12]}): these are not the images it was scored on"]
-    return images, labels, f"the run's {name} test split", fingerprint, notes
+    first = f", first {len(labels)}" if spec.data.limit else ""  # the run's own data.limit
+    return images, labels, f"the run's {name} test split{first}", fingerprint, notes
 
 
 def given_test_split(data: str, run_options: dict, data_dir: str | None) -> tuple | None:
@@ -59,8 +60,16 @@ def given_test_split(data: str, run_options: dict, data_dir: str | None) -> tupl
 
 
 def run_image_options(params: dict) -> dict:
-    """The image-reading keys of a run's data section, from its params (JSON text, as xrun logs them)."""
-    return {k: json.loads(params[f"data.{k}"]) for k in IMAGE_READING if f"data.{k}" in params}
+    """The image-reading keys of a run's data section, from its params (as xrun logs them: strings as they are,
+    other values as JSON)."""
+    return {k: _param_value(params[f"data.{k}"]) for k in IMAGE_READING if f"data.{k}" in params}
+
+
+def _param_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _source_of(path: Path) -> str | None:

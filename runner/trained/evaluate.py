@@ -97,8 +97,9 @@ def _run_test_split(model: Model, limit: int | None, data_dir: str | None, uri: 
 
 def _labelled(found: tuple, limit: int | None) -> Labelled:
     images, labels, name, fingerprint, notes = found
-    first = f", first {len(labels[:limit])}" if limit else ""
-    return Labelled(images[:limit], labels[:limit], name + first, fingerprint, notes=notes)
+    if limit and limit < len(labels):  # --limit: fewer than the split (or than the run's own data.limit) gave
+        name = name.split(", first ")[0] + f", first {limit}"
+    return Labelled(images[:limit], labels[:limit], name, fingerprint, notes=notes)
 
 
 def _test_split(name: str, limit: int | None, data_dir: str | None, whose: str = "") -> Labelled:

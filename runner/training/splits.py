@@ -36,11 +36,3 @@ def check_classes(name: str, y: np.ndarray, class_names: tuple[str, ...], path: 
         shown = ", ".join(f"'{m}'" for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise XrunError(f"the {name} split has no example of class {shown} ({len(missing)} of {len(class_names)} "
                         f"classes missing, {len(y)} examples)", where=where, path=path, hint=hint)
-
-
-def check_one_batch(n_train: int, batch_size: int, where=None) -> None:
-    """Training needs at least one whole batch; fewer examples than a batch would train on a partial one only."""
-    if n_train < batch_size:
-        raise XrunError(f"the training split has {n_train} examples, fewer than one batch of {batch_size}",
-                        where=where, path="training.batch_size", hint=f"lower training.batch_size to {n_train} or less, or "
-                                                         "train on more data (data.limit)")

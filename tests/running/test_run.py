@@ -41,6 +41,7 @@ from helpers import (
     train,
     write_experiment,
 )
+from helpers import xrun as xrun_in_process
 from rich.console import Console
 
 from runner import __version__
@@ -132,7 +133,7 @@ def test_params_are_the_resolved_config_flattened_plus_model_and_data_facts(fini
     assert params["model.total_params"] == str(TINY_PARAMS)
     assert params["model.trainable_params"] == str(TINY_PARAMS) and params["model.non_trainable_params"] == "0"
     assert (params["data.train_examples"], params["data.val_examples"], params["data.test_examples"]) == (
-        "410", "102", "512")  # validation_split 0.2 of the 512 training images: round(102.4) held out
+        "411", "101", "512")  # validation_split 0.2 of each class's training images (rounded, then summed)
     resolved = yaml.safe_load(artifact_text(finished.uri, finished.run.info.run_id, "config/resolved.yaml"))
     flat = store.flatten(resolved)
     assert {k: params[k] for k in flat} == flat
@@ -347,13 +348,13 @@ def test_an_exception_in_training_fails_the_run_and_propagates_unchanged(tmp_pat
 
 
 def test_an_exception_before_training_fails_the_run_and_a_failure_to_save_does_not_hide_it(tmp_path, monkeypatch):
-    def broken_loader(*args, **kwargs):
+    def broken_compile(*args, **kwargs):  # after the run exists (the data is loaded before), before training
         raise RuntimeError("disk on fire")
 
     def broken_save(job):
         raise OSError("no space left")
 
-    monkeypatch.setattr(run_module.sources, "load", broken_loader)
+    monkeypatch.setattr(run_module, "_compile", broken_compile)
     monkeypatch.setattr(run_module, "_save_partial", broken_save)
     path = write_experiment(tmp_path)
     terminal = io.StringIO()
@@ -408,6 +409,25 @@ def test_an_interrupt_once_the_model_is_logged_leaves_the_run_finished(tmp_path,
     run, reason, artifacts = ended(store_uri(tmp_path))
     assert run.info.status == "FINISHED" and reason == ""
     assert run.data.tags["xrun.model_uri"].startswith("models:/")
+
+
+@pytest.mark.slow
+def test_sigterm_once_the_model_is_logged_says_the_run_is_complete(tmp_path, monkeypatch):
+    real = run_module._log_model
+
+    def logged_then_terminated(*args, **kwargs):
+        uri = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # a scheduler's SIGTERM right as the model's upload ends
+        return uri
+
+    monkeypatch.setattr(run_module, "_log_model", logged_then_terminated)
+    path = write_experiment(tmp_path, experiment(tracking={"experiment": "tests", "log_model": True,
+                                                           "log_images": False}))
+    code, _, err = xrun_in_process(str(path), "--tracking-uri", store_uri(tmp_path), "-q", "--data-dir", DATA_DIR)
+    assert code == 143
+    assert err.strip().splitlines()[-1] == ("interrupted by SIGTERM after the run was complete (it ended FINISHED; "
+                                            "nothing was lost)")
+    assert ended(store_uri(tmp_path))[0].info.status == "FINISHED"
 
 
 INTERRUPTED_DOC = experiment(

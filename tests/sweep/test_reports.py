@@ -20,7 +20,9 @@ def test_the_parent_has_the_study_reports_and_the_best_trial(swept):
     top = max(c.metrics["best_val_accuracy"] for c in children)
     best = next(c for c in children if c.run_id == parent.tags["best.run_id"])  # the first of any tied
     assert best.metrics["best_val_accuracy"] == top == pytest.approx(parent.metrics["best_val_accuracy"])
-    assert parent.tags["best.training.batch_size"] == best.params["training.batch_size"]
+    assert parent.params == {"sweep.grid.model.layers.0.kernel_size": "3, 29", "sweep.grid.training.batch_size": "32, 64",
+                             "best.model.layers.0.kernel_size": "3",
+                             "best.training.batch_size": best.params["training.batch_size"]}
     assert json.loads(artifact_text(swept["uri"], parent.run_id, "sweep/best_trial.json"))["params"] == {
         "model.layers[0].kernel_size": 3, "training.batch_size": int(best.params["training.batch_size"])}
 
@@ -60,7 +62,8 @@ def test_the_best_trial_s_values_are_the_yaml_s(tmp_path):
                                                      "direction": "maximize", "params": values,
                                                      "mlflow_run_id": "run-b"}
     kernel, batch = values["model.layers[0].kernel_size"], values["training.batch_size"]
-    assert out["tags"] == {"best.model.layers[0].kernel_size": f"[{kernel[0]}, {kernel[1]}]",
-                           "best.training.batch_size": str(batch), "best.trial": 1, "best.run_id": "run-b"}
+    assert out["params"] == {"best.model.layers[0].kernel_size": f"[{kernel[0]}, {kernel[1]}]",
+                             "best.training.batch_size": str(batch)}
+    assert out["tags"] == {"best.trial": 1, "best.run_id": "run-b"}
     assert out["metrics"] == {"best_val_accuracy": 0.75, "trials_complete": 1}
     assert isinstance(kernel, list) and batch in (32, 64)

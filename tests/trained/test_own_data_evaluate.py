@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from helpers import experiment, only_run, store_uri, train, xrun
+from PIL import Image
 
 DENSE = {"layers": [{"type": "Flatten"}, {"type": "Dense", "units": 16, "activation": "relu"},
                     {"type": "Dense", "units": 3, "activation": "softmax"}]}
@@ -54,9 +53,18 @@ def test_evaluate_without_data_gives_the_run_s_recorded_test_scores(own, name, d
     assert code == 0, err
     scores = __import__("json").loads(out)
     assert scores["images"] == 18  # test_split 0.2 of each class's 30: 6 + 6 + 6
-    assert scores["accuracy"] == run.data.metrics["test_accuracy"]
+    assert scores["accuracy"] == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-7)  # Keras's is float32
     assert scores["loss"] == pytest.approx(run.data.metrics["test_loss"], abs=1e-5)
     code, out, err = xrun("evaluate", run.info.run_id, "--tracking-uri", uri, "--no-log", "--format", "json",
                           "--data", str(path))  # the experiment YAML's data section: the same split
     assert code == 0, err
-    assert __import__("json").loads(out)["accuracy"] == run.data.metrics["test_accuracy"]
+    assert __import__("json").loads(out)["accuracy"] == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-7)
+
+
+def test_a_run_s_image_reading_comes_back_from_its_params():
+    from runner.trained.data import run_image_options
+
+    params = {"data.color_mode": "grayscale", "data.image_size": "[28, 28]", "data.crop_to_aspect_ratio": "false",
+              "data.path": "pics", "data.interpolation": "bilinear"}
+    assert run_image_options(params) == {"image_size": [28, 28], "color_mode": "grayscale",
+                                         "crop_to_aspect_ratio": False, "interpolation": "bilinear"}

@@ -39,11 +39,3 @@ def test_a_split_without_a_class_is_an_error_naming_the_classes():
     assert caught.value.line() == ("data.limit: the training split has no example of class 'eel', 'fox' (2 of 4 "
                                    "classes missing, 3 examples); raise it")
     splits.check_classes("training", np.array([0, 1, 2, 3]), ("cat", "dog", "eel", "fox"), "data.limit", "")
-
-
-def test_training_needs_one_batch():
-    splits.check_one_batch(32, 32)
-    with pytest.raises(XrunError) as caught:
-        splits.check_one_batch(31, 32)
-    assert caught.value.line() == ("training.batch_size: the training split has 31 examples, fewer than one batch of "
-                                   "32; lower training.batch_size to 31 or less, or train on more data (data.limit)")
