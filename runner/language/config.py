@@ -9,17 +9,7 @@ from pathlib import Path
 from runner.errors import Location
 from runner.language.data_facts import DataFacts
 from runner.language.graph import Graph
-from runner.language.sections import (
-    Augmentation,
-    Data,
-    Named,
-    Optimizer,
-    Sections,
-    Sweep,
-    Tracking,
-    Training,
-    plain,
-)
+from runner.language.sections import HasSections, Sections, plain
 from runner.language.source import Path_
 from runner.language.spec import Spec, load_spec
 
@@ -38,7 +28,7 @@ class Settings:
 
 
 @dataclass(frozen=True, eq=False)
-class Config:
+class Config(HasSections):
     """A checked experiment with its decisions made: `training.seed` and `training.precision` are the ones used,
     `settings` how the machine is used, `facts` the data's example shape and class names (None where a source only
     says so when loaded)."""
@@ -77,42 +67,6 @@ class Config:
     @property
     def input_shape(self) -> tuple | None:
         return self.spec.input_shape
-
-    @property
-    def data(self) -> Data:
-        return self.sections.data
-
-    @property
-    def augmentation(self) -> Augmentation | None:
-        return self.sections.augmentation
-
-    @property
-    def training(self) -> Training:
-        return self.sections.training
-
-    @property
-    def tracking(self) -> Tracking:
-        return self.sections.tracking
-
-    @property
-    def optimizer(self) -> Optimizer:
-        return self.sections.optimizer
-
-    @property
-    def loss(self) -> Named:
-        return self.sections.loss
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return self.sections.metrics
-
-    @property
-    def callbacks(self) -> tuple[Named, ...]:
-        return self.sections.callbacks
-
-    @property
-    def sweep(self) -> Sweep | None:
-        return self.sections.sweep
 
     def locate(self, path: Path_, key: bool = False) -> Location | None:
         return self.spec.locate(path, key)

@@ -151,6 +151,49 @@ class Sections:
     sweep: Sweep | None
 
 
+class HasSections:
+    """`x.data`, `x.training`, `x.optimizer`, ...: the typed sections of anything holding `sections` (a Spec as
+    written, a Config with its decisions made)."""
+
+    sections: Sections
+
+    @property
+    def data(self) -> Data:
+        return self.sections.data
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        return self.sections.augmentation
+
+    @property
+    def training(self) -> Training:
+        return self.sections.training
+
+    @property
+    def tracking(self) -> Tracking:
+        return self.sections.tracking
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self.sections.optimizer
+
+    @property
+    def loss(self) -> Named:
+        return self.sections.loss
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.sections.metrics
+
+    @property
+    def callbacks(self) -> tuple[Named, ...]:
+        return self.sections.callbacks
+
+    @property
+    def sweep(self) -> Sweep | None:
+        return self.sections.sweep
+
+
 # Fields that hold a section of their own.
 _NESTED = {(Augmentation, "random_erasing"): RandomErasing, (Augmentation, "random_crop"): RandomCrop,
            (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing, (Training, "stop_at"): StopAt,

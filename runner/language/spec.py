@@ -16,12 +16,12 @@ from runner.language.extends import load_with_bases
 from runner.language.graph import Graph, build_graph, check_param_names
 from runner.language.overrides import apply_override
 from runner.language.params import NO_ORIGINS, Origins
-from runner.language.sections import Augmentation, Data, Sections, Tracking, Training, sections_of
+from runner.language.sections import HasSections, Sections, sections_of
 from runner.language.source import Locations, Path_, dotted, read_text
 
 
 @dataclass
-class Spec:
+class Spec(HasSections):
     """A checked experiment, ready for the compiler and the trainer."""
 
     path: Path                 # the experiment file
@@ -74,22 +74,6 @@ class Spec:
         document = copy.deepcopy(self.document)
         document["training"].update(training)
         return document
-
-    @property
-    def data(self) -> Data:
-        return self.sections.data
-
-    @property
-    def augmentation(self) -> Augmentation | None:
-        return self.sections.augmentation
-
-    @property
-    def training(self) -> Training:
-        return self.sections.training
-
-    @property
-    def tracking(self) -> Tracking:
-        return self.sections.tracking
 
     def locate(self, path: Path_, key: bool = False) -> Location | None:
         return self.locs.of(path, key=key)
