@@ -4,7 +4,7 @@
     python bench/run.py --quick    # smoke run (~2.5 min), writes bench/results.quick.json
     python bench/run.py --only augment
 
-Five measurements, each against the baseline the seed notebooks used:
+Six measurements, each against the baseline the seed notebooks used:
 
   overhead   images/s of xrun training a seed model vs `model.fit` on NumPy arrays, steady-state epochs
              (with the median step and the validation pass, and what-ifs: xrun without op determinism, xrun in
@@ -14,6 +14,8 @@ Five measurements, each against the baseline the seed notebooks used:
   startup    wall time of `xrun validate` / `xrun --help` vs `python -c "import tensorflow"`
   utilisation  achieved training FLOP/s of model1 and model8 as a share of the machine's own limit, measured in
              the same process (bench/utilisation.py), and where each step's time goes
+  levers     levers a hand-written script does not pull (XLA, steps_per_execution, uint8 input, thread pools,
+             oneDNN, op determinism), each against the script's own step, side by side (bench/levers.py)
 
 Timings are only reported, never asserted: the exit status is 0 whatever the numbers, 1 if a measurement crashed.
 Paired measurements are interleaved so that load from other processes hits both sides alike: the training sides
@@ -55,7 +57,7 @@ from harness import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-ITEMS = ("overhead", "augment", "tracking", "startup", "utilisation")
+ITEMS = ("overhead", "augment", "tracking", "startup", "utilisation", "levers")
 
 # Seed 002's ImageDataGenerator settings (experiments/seed002_method1.yaml).
 AUGMENTATION = {"rotation_range": 10, "width_shift_range": 0.1, "height_shift_range": 0.1, "shear_range": 0.2,
@@ -68,18 +70,21 @@ SIZES = {
              "tracking_examples": 10000, "tracking_epochs": 7, "tracking_reps": 2,
              "augment_examples": 10000, "augment_batches": 150, "augment_reps": 3,
              "startup_reps": 5, "startup_warmup": True, "log_calls": 30,
-             "utilisation": [("model1", 8192, 3), ("model8", 2048, 3)]},
+             "utilisation": [("model1", 8192, 3), ("model8", 2048, 3)],
+             "levers": ["--models", "model1", "model8", "--rounds", "8", "--chunk", "8"]},
     "quick": {"train_examples": 2000, "epochs": 2, "reps": 1,
               "tracking_examples": 2000, "tracking_epochs": 3, "tracking_reps": 1,
               "augment_examples": 2000, "augment_batches": 20, "augment_reps": 1,
               "startup_reps": 3, "startup_warmup": False, "log_calls": 10,
-              "utilisation": [("model1", 1024, 2)]},
+              "utilisation": [("model1", 1024, 2)],
+              "levers": ["--models", "model1", "--rounds", "2", "--chunk", "4", "--process-models"]},
     # Only to exercise the code (bench/gpu.sh --smoke, its test): the numbers mean nothing at this size.
     "smoke": {"train_examples": 256, "epochs": 2, "reps": 1,
               "tracking_examples": 256, "tracking_epochs": 3, "tracking_reps": 1,
               "augment_examples": 256, "augment_batches": 2, "augment_reps": 1,
               "startup_reps": 1, "startup_warmup": False, "log_calls": 2,
-              "utilisation": [("model1", 256, 2)]},
+              "utilisation": [("model1", 256, 2)],
+              "levers": ["--models", "model1", "--rounds", "1", "--chunk", "1", "--process-models"]},
 }
 
 
@@ -448,6 +453,22 @@ def _utilisation_row(u: dict) -> Measurement:
               "peaks: fastest of repeated calls, median of before and after the training")
 
 
+# --- 6. levers a hand-written script does not pull ---------------------------------------------------------------
+
+def measure_levers(sizes: dict, data: str | None) -> list[Measurement]:
+    """bench/levers.py: XLA, steps_per_execution, uint8 input, threads, oneDNN, determinism against the script."""
+    with tempfile.TemporaryDirectory(prefix="xrun-bench-") as tmp:
+        out = Path(tmp, "levers.json")
+        wall_time([sys.executable, str(ROOT / "bench" / "levers.py"), *sizes["levers"], "--out", str(out),
+                   *(["--data-dir", data] if data else [])])
+        return [Measurement(
+            f"lever_{r['model']}_{r['lever']}", f"training step {r['model']}: {r['lever']} vs the Keras script "
+            f"({r['how']})", "ms/step", r["lever_step_ms"], r["script_step_ms"], r["speedup"], "script/lever", "info",
+            None, spread=f"wall {r['speedup_spread']}; CPU time {r['cpu_speedup']:.2f}x ({r['cpu_speedup_spread']})",
+            samples=r, notes="ratio > 1: the lever is faster; same float32 arithmetic as the script")
+            for r in json.loads(out.read_text())["rows"]]
+
+
 def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tuple[list[Measurement], dict]:
     """Each item on its own: one that crashes is reported and the others still run."""
     if "augment" in names:  # the only item that runs TensorFlow in this process (training runs in side processes)
@@ -458,7 +479,8 @@ def run_items(names: list[str], model: str, sizes: dict, data: str | None) -> tu
                "augment": lambda: measure_augment(sizes, data),
                "tracking": lambda: measure_tracking(model, sizes, data),
                "startup": lambda: measure_startup(sizes),
-               "utilisation": lambda: measure_utilisation(sizes, data)}
+               "utilisation": lambda: measure_utilisation(sizes, data),
+               "levers": lambda: measure_levers(sizes, data)}
     rows, errors = [], {}
     for name in names:
         started = time.perf_counter()

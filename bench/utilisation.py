@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import flops  # noqa: E402  (bench/flops.py, beside this file)
 
+from runner.training.peak import StepClock  # noqa: E402
+
 
 def _median_seconds(call, repeats: int = 20) -> float:
     call()  # trace and warm up
@@ -38,28 +40,6 @@ def _median_seconds(call, repeats: int = 20) -> float:
         call()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
-
-
-def _step_clock():
-    """A Keras callback that keeps the wall time of every training step after the first epoch (tracing)."""
-    import keras
-
-    class StepClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds, self.epoch, self.started = [], 0, 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch > 0:
-                self.seconds.append(time.perf_counter() - self.started)
-
-    return StepClock()
 
 
 def _train(model_name: str, examples: int, epochs: int, data: str | None):
@@ -72,7 +52,7 @@ def _train(model_name: str, examples: int, epochs: int, data: str | None):
     spec = load_spec(ROOT / "experiments" / f"{model_name}.yaml",
                      [f"data.limit={examples}", f"training.epochs={epochs}", "tracking.log_model=false",
                       "tracking.log_images=false"])
-    clock = _step_clock()
+    clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="xrun-util-") as tmp:
         result = run_experiment(RunRequest(spec, tracking_uri=f"sqlite:///{tmp}/mlflow.db", data_dir=data, quiet=True,
                                 console=Console(file=io.StringIO()), extra_callbacks=[clock]))

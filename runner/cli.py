@@ -103,21 +103,29 @@ def validate(files, overrides, no_data):
 @set_option
 @format_option(click.Choice(["table", "json"]), "the model description")
 def summary(file, overrides, fmt):
-    """Build the model of FILE and show each layer's name, type, inputs, output shape and parameters."""
+    """Build the model of FILE and show each layer's name, type, inputs, output shape and parameters, and the
+    training's predicted peak memory and step time on this machine (its speed measured once, then cached)."""
     from runner.language.advice import print_warnings
     from runner.language.spec import load_spec
 
     spec = load_spec(file, overrides, data_must_exist=False)  # the model is shown without its data (ImageNet's)
     print_warnings(spec.warnings)
     import_tensorflow()
+    from runner.language.config import resolve
     from runner.model import summary as model_summary
     from runner.model.compiler import build_model
+    from runner.training.forecast import forecast
+    from runner.training.settings import applied, settings_for
 
-    info = model_summary.model_info(build_model(spec), spec.graph)
+    config = resolve(spec, settings_for(spec.training))
+    with applied(config.settings):  # the model as a run builds it (mixed precision where `auto` chooses it)
+        model = build_model(spec)
+        info = {**model_summary.model_info(model, spec.graph), "training_cost": forecast(config, model)}
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
     else:
         model_summary.print_model_table(info, title=f"{spec.name}  ({file})")
+        model_summary.print_cost(info["training_cost"])
 
 
 @cli.command()
@@ -186,6 +194,45 @@ def _resume_plan(file, overrides, run_id: str, uri: str, allow_changes: bool):
 def _echo_synced(delivered: list) -> None:
     for run_id, uri, status in delivered:
         click.echo(f"xrun sync: run {run_id[:8]} ({uri}): {status}", err=True)
+
+
+@cli.command(name="lr-find")
+@click.argument("file", type=click.Path(dir_okay=True))
+@set_option
+@click.option("--steps", type=click.IntRange(min=20), default=200, show_default=True,
+              help="Optimizer steps of the ramp (one batch each); it stops sooner where the loss diverges.")
+@click.option("--min", "lowest", type=click.FloatRange(min=0, min_open=True), default=1e-7, show_default=True,
+              help="The ramp's first learning rate.")
+@click.option("--max", "highest", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="The ramp's last learning rate.")
+@tracking_uri_option
+@data_dir_option
+def lr_find(file, overrides, steps, lowest, highest, tracking_uri, data_dir):
+    """Find a learning rate for FILE: the range test (a fresh model trained one batch per rate, the rate rising
+    geometrically from --min to --max, stopped where the smoothed loss passes 4x its best), recorded as an MLflow
+    run with the loss-against-rate plot. Prints the suggested rate (fastai's `valley`) and its --set. The model is
+    not kept."""
+    from runner.language.advice import print_warnings
+    from runner.language.spec import load_spec
+
+    if lowest >= highest:
+        raise XrunError(f"--min {lowest:g} is not below --max {highest:g}", hint="the ramp rises: e.g. --min 1e-7 "
+                        "--max 10")
+    spec = load_spec(file, overrides)
+    print_warnings(spec.warnings)
+    import_tensorflow()
+    from runner.records import store
+    from runner.running.lr_find import find
+
+    found = find(spec, steps=steps, lowest=lowest, highest=highest, tracking_uri=tracking_uri, data_dir=data_dir)
+    trace, given = found.trace, "".join(f"--set {o} " for o in overrides)
+    stopped = f"stopped at step {trace.steps} (rate {trace.rates[-1]:.3g}): the loss diverged" if trace.diverged \
+        else "the loss did not diverge: a higher --max may show where it does"
+    click.echo(f"{spec.name}: {trace.steps} steps from {lowest:g} to {trace.rates[-1]:.3g} in {found.seconds:.1f}s; "
+               f"{stopped}\nsuggested learning rate {found.suggested:.3g} (valley of the smoothed loss; minimum/10 "
+               f"gives {found.minimum_tenth:.3g})\n  xrun {file} {given}--set {found.set_override}\n"
+               f"MLflow run {found.run_id}, plot {names.LR_FIND_PLOT}  (see it: "
+               f"{store.ui_command(store.tracking_uri(tracking_uri))})")
 
 
 @cli.command()
@@ -293,8 +340,9 @@ def _plot_runs(runs, path, tracking_uri) -> None:
 @click.option("--dry-run", is_flag=True, help="Check and list the grid (or the search space); train nothing "
               "(and load neither TensorFlow nor Optuna).")
 @click.option("--storage", envvar="XRUN_STUDY_STORAGE", metavar="URL", help="The Optuna study's database, shared "
-              "by every machine on the sweep, e.g. postgresql://user:pw@host/db (also $XRUN_STUDY_STORAGE; default: "
-              "sqlite beside the MLflow store).")
+              "by every machine on the sweep, e.g. postgresql://user:pw@host/db, or a journal file on a shared "
+              "folder, no server: /shared/NAME.journal or journal:///shared/FILE (also $XRUN_STUDY_STORAGE; "
+              "default: sqlite beside the MLflow store).")
 @click.option("--heartbeat", type=click.IntRange(1), default=names.TRIAL_HEARTBEAT_SECONDS, show_default=True,
               metavar="SECONDS",
               help="How often a worker tells the study its trial is alive.")
@@ -361,6 +409,52 @@ def _sweep_footer(report, store, fmt, uri) -> None:
 
 
 @cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--folds", "-k", type=int, default=5, show_default=True, metavar="K",
+              help="How many folds: K runs, each validated on one fold and trained on the others.")
+@set_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress display for the folds' runs.")
+@tracking_uri_option
+@data_dir_option
+@format_option(click.Choice(["table", "json"]), "the folds' statistics")
+def cv(file, folds, overrides, quiet, tracking_uri, data_dir, fmt):
+    """K-fold cross-validation of FILE: K child runs of one parent MLflow run, fold I validated on (data.validation:
+    fold, data.fold: I) and the others trained on.
+
+    The folds are stratified by class and drawn with data.split_seed from the training examples (after data.limit);
+    every run is scored on the test set as usual. The parent gets METRIC_mean, METRIC_std (population), METRIC_min
+    and METRIC_max of every metric the folds' runs end with (test_accuracy, best_val_accuracy, val_loss, ...).
+    """
+    from pathlib import Path
+
+    from runner.records import store
+    from runner.running import cv as cross
+
+    cross.plan(Path(file), list(overrides), folds)  # a bad file or --folds: one line, before TensorFlow loads
+    import_tensorflow()
+    uri = store.tracking_uri(tracking_uri)
+    report = cross.run_cv(Path(file), list(overrides), folds, uri=uri, data_dir=data_dir, quiet=quiet,
+                          say=lambda line: click.echo(line, err=True))
+    if fmt == "json":
+        click.echo(json.dumps({"parent_run_id": report.parent_id, "folds": report.folds, **report.stats}, indent=2))
+    else:
+        click.echo(_cv_table(report.stats), nl=False)
+    click.echo(f"cv parent run {report.parent_id}: {len(report.folds)} folds (compare: xrun compare "
+               f"{report.parent_id[:8]}; see it: {store.ui_command(uri)})", err=True)
+
+
+def _cv_table(stats: dict) -> str:
+    """The main metrics' statistics over the folds, one metric a row (all of them are on the parent run)."""
+    shown = ("test_accuracy", "test_loss", "best_val_accuracy", "val_accuracy", "val_loss", "test_accuracy_tta",
+             "test_loss_tta", "epochs_run")
+    lines = [f"{'metric':<18}  {'mean':>8}  {'std':>8}  {'min':>8}  {'max':>8}"]
+    for metric in (m for m in shown if names.CV_STAT.format(metric=m, stat="mean") in stats):
+        values = [stats[names.CV_STAT.format(metric=metric, stat=s)] for s in ("mean", "std", "min", "max")]
+        lines.append(f"{metric:<18}  " + "  ".join(f"{v:8.4f}" for v in values))
+    return "\n".join(lines) + "\n"
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @tracking_uri_option
@@ -383,9 +477,12 @@ model_argument = click.argument("model", metavar="MODEL")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--top", "-k", "top_k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many of the likeliest classes to show per image.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="[LABEL=]P",
+              help="Multi-label models: the probability at which a label counts as present, for every label (0.3) "
+                   "or one (cat=0.3); repeatable; default 0.5. Shows each image's labels instead of the top classes.")
 @format_option(click.Choice(["table", "csv", "json"]), "the predictions")
 @tracking_uri_option
-def predict(model, inputs, top_k, fmt, tracking_uri):
+def predict(model, inputs, top_k, thresholds, fmt, tracking_uri):  # noqa: PLR0913
     """Classify INPUT images with MODEL: PNG or JPEG files, folders of them, or .npy arrays of uint8 images.
 
     \b
@@ -400,6 +497,11 @@ def predict(model, inputs, top_k, fmt, tracking_uri):
     images = use.read_inputs(list(inputs), use.reader(loaded))
     for note in images.notes:  # e.g. images resized as training resized them
         click.echo(note, err=True)
+    if loaded.multi_label or thresholds:  # a set of labels per image: those at or above their thresholds
+        rows, labelled = use.label_predictions(loaded, images, thresholds)
+        text = json.dumps(labelled, indent=2) + "\n" if fmt == "json" else None
+        click.echo(text or (tables.to_csv(rows) if fmt == "csv" else use.text_table(rows)), nl=False)
+        return
     found = use.predict(loaded, images, top_k)
     if fmt == "json":
         click.echo(json.dumps(use.prediction_json(found), indent=2))
@@ -416,10 +518,12 @@ def predict(model, inputs, top_k, fmt, tracking_uri):
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N images.")
 @click.option("--log/--no-log", default=True, show_default=True,
               help="Record the evaluation in MLflow, as a run nested under the training run.")
+@click.option("--tta", is_flag=True, help="Also score the class probabilities averaged over each image and its "
+              "flips and shifts from the run's augmentation (test-time augmentation): loss_tta, accuracy_tta, ...")
 @format_option(click.Choice(["table", "json"]), "the scores")
 @tracking_uri_option
 @data_dir_option
-def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
+def evaluate(model, data, limit, log, tta, fmt, tracking_uri, data_dir):
     """Score MODEL on labelled images: loss, accuracy, per-class precision / recall / F1 and the confusion matrix.
 
     \b
@@ -432,18 +536,20 @@ def evaluate(model, data, limit, log, fmt, tracking_uri, data_dir):
     from runner.trained import use
 
     loaded = use.load(model, tracking_uri)
+    augmentation = ev.run_augmentation(loaded) if tta else None
     data_set = ev.labelled_data(loaded, data, limit, data_dir, tracking_uri)
     for note in data_set.notes:
         click.echo(note, err=True)
     result = ev.evaluate(loaded, data_set)
+    tta_result = ev.evaluate_tta(loaded, data_set, augmentation) if tta else None
     if fmt == "json":
         click.echo(json.dumps({"model": loaded.label, "data": data_set.name, "images": len(data_set.labels),
-                               **ev.metrics(result), "per_class": result.per_class,
-                               "confusion_matrix": result.matrix.tolist()}, indent=2))
+                               **ev.metrics(result), **(ev.tta_metrics(tta_result[1]) if tta else {}),
+                               "per_class": result.per_class, "confusion_matrix": result.matrix.tolist()}, indent=2))
     else:
-        click.echo(ev.report(loaded, data_set, result), nl=False)
+        click.echo(ev.report(loaded, data_set, result) + (ev.tta_line(*tta_result) if tta else ""), nl=False)
     if log and loaded.logged is not None and loaded.logged.run_id:
-        run_id = ev.record(loaded, data_set, result, tracking_uri)
+        run_id = ev.record(loaded, data_set, result, tracking_uri, tta_result)
         click.echo(f"recorded as MLflow run {run_id}, nested under training run {loaded.logged.run_id}", err=True)
     elif log:
         click.echo(f"not recorded in MLflow: {loaded.source} has no training run", err=True)

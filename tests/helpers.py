@@ -291,3 +291,16 @@ def start_mlflow_server(root: Path, port: int, timeout_s: float = 120):
             time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     pytest.fail(f"mlflow server did not start within {timeout_s:.0f} s")
+
+
+def interrupt_at(epoch: int):
+    """A Keras callback raising KeyboardInterrupt as epoch `epoch` (1-based) begins, as Ctrl-C would between
+    epochs (for the resume tests)."""
+    import keras
+
+    class InterruptAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, number, logs=None):
+            if number + 1 == epoch:
+                raise KeyboardInterrupt
+
+    return InterruptAt()

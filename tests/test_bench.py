@@ -92,22 +92,25 @@ def tta_module():
 def test_time_to_accuracy_is_the_first_epoch_at_the_target_and_the_bar_needs_the_final_score_in_the_budget():
     tta = tta_module()
     runs = [{"seed": 0, "val_accuracy": [0.99, 0.995, 0.996], "seconds_at_epoch_end": [40.0, 55.5, 70.0],
-             "test_accuracy": 0.996, "wall_seconds": 90.0, "epochs": 3},
+             "test_accuracy": 0.996, "wall_seconds": 90.0, "epochs": 3, "cpu_seconds": 150.0,
+             "load_average_before": [1.0, 1.0, 1.0], "load_average_after": [2.25, 1.5, 1.0]},
             {"seed": 1, "val_accuracy": [0.99, 0.994, 0.9949], "seconds_at_epoch_end": [41.0, 56.0, 71.0],
-             "test_accuracy": 0.9949, "wall_seconds": 91.0, "epochs": 3},
+             "test_accuracy": 0.9949, "wall_seconds": 91.0, "epochs": 3, "cpu_seconds": 160.0,
+             "load_average_before": [2.0, 1.0, 1.0], "load_average_after": [2.0, 1.5, 1.0]},
             {"seed": 2, "val_accuracy": [0.991, 0.993, 0.997], "seconds_at_epoch_end": [40.0, 57.0, 73.5],
-             "test_accuracy": 0.997, "wall_seconds": 130.0, "epochs": 3}]
+             "test_accuracy": 0.997, "wall_seconds": 130.0, "epochs": 3, "cpu_seconds": 170.0,
+             "load_average_before": [6.0, 1.0, 1.0], "load_average_after": [7.0, 1.5, 1.0]}]
     result = tta.summary(runs, target=0.995, budget=120.0)
     assert [(r["target_epoch"], r["time_to_target_seconds"], r["met"]) for r in runs] == [
         (2, 55.5, True), (None, None, False), (3, 73.5, False)]
     assert result == {"target": 0.995, "budget_seconds": 120.0, "all_met": False, "reached_target": 2, "seeds": 3,
                       "median_time_to_target_seconds": 64.5, "time_to_target_spread": "55.5..73.5",
-                      "median_wall_seconds": 91.0, "wall_spread": "90.0..130.0",
+                      "median_wall_seconds": 91.0, "wall_spread": "90.0..130.0", "median_cpu_seconds": 160.0,
                       "final_accuracy_spread": "0.9949..0.9970"}
     assert tta.table(runs, 0.995).splitlines()[2:] == [
-        "| 0 | 55.5 s | 2 | 99.60 % | 90.0 s (3 epochs) |",
-        "| 1 | not reached |  | 99.49 % | 91.0 s (3 epochs) |",
-        "| 2 | 73.5 s | 3 | 99.70 % | 130.0 s (3 epochs) |"]
+        "| 0 | 55.5 s | 2 | 99.60 % | 90.0 s (3 epochs) | 150 s | 1.0 -> 2.2 |",
+        "| 1 | not reached |  | 99.49 % | 91.0 s (3 epochs) | 160 s | 2.0 -> 2.0 |",
+        "| 2 | 73.5 s | 3 | 99.70 % | 130.0 s (3 epochs) | 170 s | 6.0 -> 7.0 |"]
 
 
 @pytest.mark.slow
@@ -122,6 +125,7 @@ def test_time_to_accuracy_smoke_times_a_real_command_and_reads_its_epochs_back_f
     assert run["precision"] == auto_cpu_precision()
     assert run["val_accuracy"] == [logged.data.metrics["val_accuracy"]]
     assert 0 < run["seconds_at_epoch_end"][0] < run["wall_seconds"]
+    assert run["cpu_seconds"] > 0 and len(run["load_average_before"]) == len(run["load_average_after"]) == 3
     assert result["summary"]["seeds"] == 1 and result["overrides"] == ["data.limit=512", "training.epochs=1"]
 
 
@@ -151,3 +155,29 @@ def test_steps_times_auto_and_float32_in_separate_processes_and_says_what_auto_p
     assert plain["precision"] == "float32" and auto["batch"] == plain["batch"] == 128
     assert len(auto["steps_ms"]) >= 3 and auto["step_ms"] == pytest.approx(statistics.median(auto["steps_ms"]))
     assert row["ratio"] == pytest.approx(plain["step_ms"] / auto["step_ms"])
+
+
+def test_a_lever_row_is_the_median_of_neighbouring_ratios_in_wall_and_in_cpu_time():
+    levers = bench_module("levers")
+    row = levers._row("model1", "xla", "in one process, chunks in turn", [10.0, 20.0], [5.0, 40.0], [8.0, 8.0],
+                      [4.0, 32.0])
+    assert (row["script_step_ms"], row["lever_step_ms"], row["speedup"], row["speedup_spread"]) == (
+        15.0, 22.5, 1.25, "0.50..2.00")
+    assert (row["cpu_speedup"], row["cpu_speedup_spread"]) == (1.125, "0.25..2.00")
+    assert levers.table([row]).splitlines()[2] == (
+        "| model1 | xla | in one process, chunks in turn | 15.0 ms | 22.5 ms | **1.25x** (0.50..2.00) "
+        "| 1.12x (0.25..2.00) |")
+
+
+@pytest.mark.slow
+def test_the_levers_item_times_each_in_graph_lever_beside_the_script_in_one_process(tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench_module("run").main(["--smoke", "--only", "levers", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["measurements"]
+    assert [r["name"] for r in rows] == ["lever_model1_xla", "lever_model1_steps_per_execution_8",
+                                         "lever_model1_uint8_input"]
+    for row in rows:
+        sample = row["samples"]
+        assert len(sample["script_samples_ms"]) == len(sample["lever_samples_ms"]) == 1  # --rounds 1
+        assert row["ratio"] == pytest.approx(sample["script_samples_ms"][0] / sample["lever_samples_ms"][0])
+        assert row["baseline"] == sample["script_samples_ms"][0] and row["xrun"] == sample["lever_samples_ms"][0]

@@ -43,10 +43,19 @@ PARAMS = {
     "folder_digits": (12_810, 12_810, 0),
     # Issue 23: imbalanced classes (class_weight, per-class recall, stop_at); counts as built.
     "class_weights": (34_826, 34_826, 0),
+    # Issue 24: k-fold cross-validation (xrun cv) and test-time augmentation; counts as built.
+    "cv_tta": (12_810, 12_810, 0),
+    # Issue 24: multi-label digit pairs (28x56, a CSV of label sets; builds without it); counts as built.
+    "multilabel": (24_010, 24_010, 0),
+    # Issue 24: weight averaging (optimizer.use_ema), and the lr-find example; counts as built.
+    "ema_mnist": (12_810, 12_810, 0),
     # Issue 14: the reference architectures, written with blocks; keras.applications' counts (checked below).
     "vgg16": (138_357_544, 138_357_544, 0),
     "resnet50": (25_636_712, 25_583_592, 53_120),
     "mobilenetv2": (3_538_984, 3_504_872, 34_112),
+    # Issue 24: fine-tuning in phases; MobileNet at width 0.25 (218,544, 5,472 of them batch-norm statistics) and a
+    # Dense(10) on its 256 features. As built every layer is trainable: the phases freeze in the run.
+    "finetune_phases": (221_114, 215_642, 5_472),
 }
 # The class count of each experiment's output layer, where it is not 10.
 CLASSES = {"vgg16": 1000, "resnet50": 1000, "mobilenetv2": 1000}

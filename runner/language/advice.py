@@ -12,8 +12,9 @@ from runner.language.source import dotted
 # Layers after the output layer that leave its values as they are when the model predicts.
 _PASS_THROUGH = {"Dropout", "GaussianDropout", "AlphaDropout", "ActivityRegularization"}
 # What the last layer gives a probability loss (one taking `from_logits`): the activations that give
-# probabilities over the classes.
+# probabilities over the classes, or, for a Binary* loss, one probability per unit.
 _PROBABILITIES = {"softmax"}
+_BINARY_PROBABILITIES = {"sigmoid"}
 
 
 def model_warnings(document: dict, graph: Graph, locate) -> list[XrunError]:
@@ -36,11 +37,12 @@ def probability_losses() -> set[str]:
 def _logits_into_probability_loss(document: dict, graph: Graph, locate) -> XrunError | None:
     """A last layer without softmax under a loss that takes probabilities: the model then learns little (issue 22)."""
     loss = document["loss"] if isinstance(document["loss"], dict) else {"type": document["loss"]}
-    node = _output_layer(graph)
+    node = output_layer(graph)
     if loss["type"] not in probability_losses() or loss.get("from_logits") or node is None:
         return None
     activation = node.args.get("activation")
-    if node.type == "Softmax" or (isinstance(activation, str) and activation in _PROBABILITIES):
+    wanted = _BINARY_PROBABILITIES if loss["type"].startswith("Binary") else _PROBABILITIES
+    if node.type == "Softmax" or (isinstance(activation, str) and activation in wanted):
         return None
     if node.type not in ("Dense", "Activation") or isinstance(activation, dict):
         return None  # a layer whose outputs only Keras knows (a KerasLayer, an Application): say nothing
@@ -49,10 +51,10 @@ def _logits_into_probability_loss(document: dict, graph: Graph, locate) -> XrunE
     shown = dotted(path) + (f" (in {node.via})" if node.via else "")
     return XrunError(f"the last layer has {gives}, so it gives scores, not probabilities, but {loss['type']} "
                      "takes probabilities", where=locate(path), path=shown,
-                     hint=f"give it activation: softmax, or write loss: {{type: {loss['type']}, from_logits: true}}")
+                     hint=f"give it activation: {min(wanted)}, or write loss: {{type: {loss['type']}, from_logits: true}}")
 
 
-def _output_layer(graph: Graph):
+def output_layer(graph: Graph):
     """The layer that gives the model's one output, looking past those that leave its values as they are."""
     if len(graph.outputs) != 1:
         return None

@@ -18,6 +18,7 @@ from runner.errors import XrunError, did_you_mean
 from runner.language import schema
 from runner.language.datasets import DATASETS
 from runner.language.graph import Graph
+from runner.language.labels import split_labels
 from runner.language.source import dotted
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # those keras.utils.image_dataset_from_directory takes
@@ -38,6 +39,7 @@ class DataFacts:
     shape: tuple | None
     class_names: tuple[str, ...] | None
     what: str                       # for messages: "mnist", "the images in data/digits"
+    multi_label: bool = False       # a set of labels per image (data.multi_label), not one class
 
     @property
     def num_classes(self) -> int | None:
@@ -103,27 +105,41 @@ def _folder(data: dict, locate, strict: bool) -> DataFacts:
 def _csv(data: dict, locate, strict: bool) -> DataFacts:
     path = data_path(data, locate)
     what = f"the images listed in {data['path']}"
+    multi = bool(data.get("multi_label"))
     if not path.exists() and not strict:
-        return DataFacts(_image_shape(data), None, what)
-    rows = csv_rows(path, locate)
+        return DataFacts(_image_shape(data), None, what, multi)
+    rows = csv_rows(path, locate, empty_labels=multi)
     shape = _image_shape(data)
     if shape[0] is None:
         shape = (*image_header_size(rows[0][0], data, locate), shape[2])
-    return DataFacts(shape, class_names([row[1] for row in rows]), what)
+    return DataFacts(shape, csv_class_names(rows, data, locate), what, multi)
+
+
+def csv_class_names(rows: list, data: dict, locate) -> tuple[str, ...]:
+    """The classes of a CSV list: its labels, or with multi_label every label any row lists."""
+    if not data.get("multi_label"):
+        return class_names([row[1] for row in rows])
+    labels = [label for row in rows for label in split_labels(row[1], data["label_separator"])]
+    if len(set(labels)) < 2:
+        raise data_error(f"{data['path']} lists {len(set(labels))} distinct label(s); multi-label data needs at "
+                         "least 2", locate, f"list each image's labels separated by '{data['label_separator']}' "
+                         "(data.label_separator)", "path")
+    return class_names(labels)
 
 
 def _arrays(data: dict, locate, strict: bool) -> DataFacts:
     path = data_path(data, locate)
     what = f"the arrays in {data['path']}"
+    multi = bool(data.get("multi_label"))
     if not path.exists() and not strict:
-        return DataFacts(None, _given_names(data), what)
+        return DataFacts(None, _given_names(data), what, multi)
     headers = array_headers(path, data, locate)
     x, y = headers["x_train"], headers["y_train"]
     shape = tuple(x["shape"][1:]) + ((1,) if len(x["shape"]) == 3 else ())
     names = _given_names(data)
-    if names is None and len(y["shape"]) == 2:  # one-hot rows: their width is the class count
+    if names is None and len(y["shape"]) == 2:  # one-hot rows (or a label matrix): their width is the class count
         names = tuple(str(i) for i in range(y["shape"][1]))
-    return DataFacts(shape, names, what)
+    return DataFacts(shape, names, what, multi)
 
 
 def _given_names(data: dict) -> tuple[str, ...] | None:
@@ -233,16 +249,18 @@ def image_header_size(path: Path, data: dict, locate) -> tuple[int, int]:
 
 # --- CSV lists --------------------------------------------------------------------------------------------------
 
-def csv_rows(path: Path, locate) -> list[tuple[Path, str, str]]:
+def csv_rows(path: Path, locate, empty_labels: bool = False) -> list[tuple[Path, str, str]]:
     """(image path, label, split) per row; paths relative to the CSV file; a `path,label[,split]` header row is
-    skipped; split is train, val or test (default train)."""
+    skipped; split is train, val or test (default train). With `empty_labels` (multi-label lists) a row may have
+    no label: the image has none of them."""
     if not path.is_file():
         raise data_error(f"no file {path}", locate, f"give data.path as {DATA_SOURCES['csv'].path_is}", "path")
     with open(path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+    if rows and [c.strip().lower() for c in rows[0][:2]] in (["path", "label"], ["path", "labels"]):
         rows = rows[1:]
-    bad = next((i for i, r in enumerate(rows) if len(r) not in (2, 3) or not r[0].strip() or not r[1].strip()
+    bad = next((i for i, r in enumerate(rows) if len(r) not in (2, 3) or not r[0].strip()
+                or not (r[1].strip() or empty_labels)
                 or (len(r) == 3 and r[2].strip() not in SPLIT_FOLDERS)), None)
     if bad is not None:
         raise data_error(f"{path} row {bad + 1}: expected 'path,label' or 'path,label,split' (split: "

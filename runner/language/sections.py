@@ -21,8 +21,10 @@ class Data:
     source: str
     dataset: str | None             # the built-in dataset (source: builtin)
     limit: int | None
-    validation: str                 # "split", "test" or "none"
+    validation: str                 # "split", "test", "none" or "fold"
     validation_split: float
+    folds: int | None               # with validation "fold": how many stratified folds ...
+    fold: int | None                # ... and the one validated on
     split_seed: int                 # seeds the stratified splits xrun draws
     options: Mapping[str, Any]
 
@@ -83,6 +85,17 @@ class StopAt:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One phase of `training.phases`: its epochs, what it freezes (by layer or block-use name) and its rate."""
+
+    epochs: int
+    freeze: tuple[str, ...] | None  # these layers frozen, the others trained ...
+    train_from: str | None          # ... or every layer from this one on trained, those before it frozen
+    learning_rate: float | None     # None: optimizer.learning_rate
+    batch_norm: str                 # "frozen" or "train": the BatchNormalization layers an earlier phase froze
+
+
+@dataclass(frozen=True)
 class Training:
     epochs: int
     batch_size: int
@@ -90,11 +103,13 @@ class Training:
     sampling: str                   # "uniform" or "balanced"
     stop_at: StopAt | None          # end training once a metric reaches a value
     shuffle: bool
+    tta: bool                       # test-time augmentation of the run's own test scoring
     seed: int | None
     precision: str
     jit_compile: str | bool         # "auto", true or false
     steps_per_execution: int | str  # a count, or "auto"
     distribute: str
+    phases: tuple[Phase, ...] | None  # fine-tuning in phases; None: one phase, as the model says
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,7 @@ class HasSections:
 # Fields that hold a section of their own.
 _NESTED = {(Augmentation, "random_erasing"): RandomErasing, (Augmentation, "random_crop"): RandomCrop,
            (Augmentation, "mixup"): Mixing, (Augmentation, "cutmix"): Mixing, (Training, "stop_at"): StopAt,
+           (Training, "phases"): Phase,
            **{(Sections, f.name): cls for f, cls in zip(fields(Sections), (Data, Augmentation, Training, Tracking))},
            (Sections, "sweep"): Sweep}
 
@@ -249,8 +265,8 @@ def _build(cls: type, mapping: Mapping):
 def _frozen(value, section: type | None):
     if value is None:
         return None
-    if section is not None:
-        return _build(section, value)
+    if section is not None:  # a list of sections (training.phases) is a tuple of them
+        return tuple(_build(section, v) for v in value) if isinstance(value, list) else _build(section, value)
     if isinstance(value, list):
         return tuple(_frozen(v, None) for v in value)
     if isinstance(value, dict):

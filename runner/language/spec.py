@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runner.errors import Location, XrunError
-from runner.language import advice, data_facts, schema
+from runner.language import advice, data_facts, labels, phases, schema
 from runner.language.extends import load_with_bases
 from runner.language.graph import Graph, build_graph, check_param_names
 from runner.language.overrides import apply_override
@@ -96,12 +96,16 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = (), text: str | N
     document = schema.default_sections(document)
     graph = build_graph(document["model"], locate, merge_types(), _item_checker(locate))
     _check_consistency(document, locate)
+    phases.check(document, locate, graph)
     if data_must_exist:
         data_facts.check_data_exists(document, locate)
     facts = _check_input(document, locate, graph)
+    labels.check(document, graph, facts.multi_label, locate)
     return Spec(path, read_text(path) if text is None else text, document, locs, files, list(overrides), graph,
                 sections_of(document, data_facts.settings(document["data"])),
-                tuple(advice.model_warnings(document, graph, locate)), {False: facts})
+                (*advice.model_warnings(document, graph, locate), *labels.warnings(document, graph, facts, locate),
+                 *phases.warnings(document, locate)),
+                {False: facts})
 
 
 def merge_types() -> set[str]:
@@ -159,6 +163,7 @@ def _check_consistency(document: dict, locate) -> None:
                         "correct twice", where=locate(path, key=True), path=dotted(path),
                         hint="keep one: class_weight (weigh the loss) or sampling: balanced (draw classes equally)")
     _check_stop_at(document, locate)
+    _check_folds_and_tta(document, locate)
 
 
 def _check_stop_at(document: dict, locate) -> None:
@@ -168,6 +173,7 @@ def _check_stop_at(document: dict, locate) -> None:
         return
     metric, validated = stop_at["metric"], document["data"]["validation"] != "none"
     known = ["loss", *(m for m in document["metrics"] if m != "class_recall")]
+    known += list(labels.EPOCH_METRICS) if document["data"].get("multi_label") else []
     base = metric.removeprefix("val_")
     if (base in known or base.startswith("recall_")) and (validated or not metric.startswith("val_")):
         return
@@ -175,6 +181,36 @@ def _check_stop_at(document: dict, locate) -> None:
     shown = [*known, *(f"val_{k}" for k in known if validated)]
     raise XrunError(f"the run logs no epoch metric '{metric}'", where=locate(path), path=dotted(path),
                     hint="one of " + ", ".join(shown) + ("" if validated else " (data.validation is 'none')"))
+
+
+def _check_folds_and_tta(document: dict, locate) -> None:
+    """`validation: fold` needs data.folds and a data.fold below it; `training.tta` needs a flip or shift in
+    `augmentation` to vary; neither takes multi-label data (folds are dealt by class; TTA scores one class)."""
+    data, tta = document["data"], document["training"]["tta"]
+    for path, on in ((("data", "validation"), data["validation"] == "fold"), (("training", "tta"), tta)):
+        if on and data.get("multi_label"):
+            raise XrunError(f"{dotted(path)} takes one class per image, not multi-label data", where=locate(path),
+                            path=dotted(path), hint="drop it for multi-label data")
+    if data["validation"] == "fold":
+        _check_fold(data, locate)
+    varied = ("horizontal_flip", "vertical_flip", "width_shift_range", "height_shift_range")
+    if tta and not any((document.get("augmentation") or {}).get(key) for key in varied):
+        path = ("training", "tta")
+        raise XrunError("test-time augmentation averages over the augmentation's flips and shifts, and it has none",
+                        where=locate(path), path=dotted(path),
+                        hint="add augmentation.horizontal_flip (or a shift range), or drop training.tta")
+
+
+def _check_fold(data: dict, locate) -> None:
+    missing = [key for key in ("folds", "fold") if data.get(key) is None]
+    if missing:
+        path = ("data", "validation")
+        raise XrunError(f"validation: fold needs data.{missing[0]}", where=locate(path), path=dotted(path),
+                        hint="give data.folds and data.fold (0 to folds-1), or let `xrun cv` set them")
+    if data["fold"] >= data["folds"]:
+        path = ("data", "fold")
+        raise XrunError(f"fold {data['fold']} of {data['folds']} folds: folds count from 0", where=locate(path),
+                        path=dotted(path), hint=f"give a fold from 0 to {data['folds'] - 1}, or raise data.folds")
 
 
 def _check_augmentation(document: dict, locate) -> None:

@@ -57,13 +57,21 @@ def _in_float32(config):
     return config
 
 
-def metadata(experiment: str, dataset: str, class_names, image_shape, dtype: str = PIXEL_DTYPE) -> dict:
-    """What a user of the model needs to know, kept in its MLmodel file: what goes in, what comes out."""
+def metadata(experiment: str, dataset: str, class_names, image_shape, dtype: str = PIXEL_DTYPE,  # noqa: PLR0913
+             multi_label: bool = False) -> dict:
+    """What a user of the model needs to know, kept in its MLmodel file: what goes in, what comes out (for
+    multi-label data, one independent probability per label, and `multi_label: true`)."""
     shape = ", ".join(str(d) for d in image_shape)
-    given = ("pixels 0-255, shape (N, {}): raw images, scaled inside the model as in training" if dtype == PIXEL_DTYPE
-             else "values as training read them, shape (N, {})").format(shape)
+    given = (f"{dtype} pixels 0-255 (integers), or floats in [0, 1] (pixels / 255), shape (N, {shape}): raw images, "
+             "scaled inside the model as in training; other values are refused" if dtype == PIXEL_DTYPE
+             else f"{dtype} values as training read them, shape (N, {shape})")
+    if multi_label:
+        return {"experiment": experiment, "dataset": dataset, "class_names": [str(c) for c in class_names],
+                "input": given, "multi_label": True,
+                "output": f"one probability per label (sigmoid), shape (N, {len(class_names)}), in class_names "
+                          "order; a label is present where its probability reaches a threshold (0.5 by default)"}
     return {"experiment": experiment, "dataset": dataset, "class_names": [str(c) for c in class_names],
-            "input": f"{dtype} {given}",
+            "input": given,
             "output": f"class probabilities, shape (N, {len(class_names)}), in class_names order"}
 
 

@@ -47,3 +47,23 @@ def print_model_table(info: dict, title: str, console: Console | None = None) ->
     console.print(table)
     console.print(f"Total params: {info['total_params']:,}   Trainable: {info['trainable_params']:,}   "
                   f"Non-trainable: {info['non_trainable_params']:,}")
+
+
+def print_cost(cost: dict, console: Console | None = None) -> None:
+    """The training's predicted peak memory by part and step time by part (`training_cost` of `xrun summary`)."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    memory, step, machine = cost["memory"], cost["step_seconds"], cost["machine"]
+    parts = "  ".join(f"{k.replace('_', ' ')} {_mib(v)}" for k, v in memory.items() if k != "total")
+    available = "" if cost["available_memory"] is None else f" of {_mib(cost['available_memory'])} available"
+    console.print(f"Training at batch_size {cost['batch_size']} ({cost['optimizer']}, {cost['optimizer_slots']} "
+                  f"slot(s) per weight): peak memory about {_mib(memory['total'])}{available}", highlight=False)
+    console.print(f"  {parts}", highlight=False)
+    console.print(f"Step time about {step['total'] * 1e3:.1f} ms on this machine: arithmetic "
+                  f"{step['arithmetic'] * 1e3:.1f} ms ({cost['training_flops_per_image'] * cost['batch_size'] / 1e9:.2f}"
+                  f" GFLOP at {machine['flops'] / 1e9:.1f} GFLOP/s), memory traffic {step['memory_traffic'] * 1e3:.1f} "
+                  f"ms (at {machine['bandwidth'] / 1e9:.1f} GB/s), overhead {step['overhead'] * 1e3:.1f} ms",
+                  highlight=False)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"

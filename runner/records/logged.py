@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 
-from runner.records import journal, names
+from runner.records import journal, names, served
 from runner.records.local import tracking_uri
 from runner.records.values import _tf_version, model_name
 
@@ -26,18 +26,20 @@ def log_keras(client, run_id: str, model, example: tuple, *, name: str, metadata
     the model's predictions for them, or None to have them made here), with
     the run's `linked_metrics` attached (measured on `dataset`: name, digest); returns its models:/ URI."""
     import keras
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     example_inputs, predictions = example
     predictions = model.predict(example_inputs, verbose=0) if predictions is None else predictions
-    signature = infer_signature(example_inputs, predictions)
+    # Outputs only: an input tensor spec makes the scoring server cast JSON to its dtype before the model sees it
+    # (floats in [0, 1] to uint8 zeros); without one, JSON integers stay integers and floats floats, which
+    # xrun_served tells apart. What goes in is said in the metadata's `input`.
+    signature = ModelSignature(outputs=infer_signature(example_inputs, predictions).outputs)
     # The fluent API below logs to the global store: make it the client's (`xrun sync` delivers to any store).
     mlflow.set_tracking_uri(client.tracking_uri)
     # An outer active run (a sweep's parent, a notebook's) would make start_run refuse; nest under it instead.
     with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-        info = mlflow.keras.log_model(
-            model, name=model_name(name), signature=signature,
-            metadata=metadata, pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
+        info = served.log(model, name=model_name(name), signature=signature, metadata=metadata,
+                          pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={_tf_version()}"])
     link_metrics(client, run_id, info.model_id, linked_metrics, *dataset)
     return info.model_uri
 

@@ -25,6 +25,16 @@ RESUME_CHANGES = "xrun.resume_changes"   # on a resumed run: how the resume chan
 RESUME_CLAIM = "xrun.resume_claim"       # on a run being resumed: "host pid process-start time" of its resumer
 EVALUATION_OF = "xrun.evaluation_of"     # on an evaluation run: the training run whose model it evaluated
 EVALUATION_DATA = "xrun.evaluation.data"  # ... and the data it evaluated on
+LR_FIND = "xrun.lr_find"                 # "true" on a learning-rate range test's run (`xrun lr-find`)
+LR_FIND_SUGGESTION = "xrun.lr_find.suggestion"  # ... the rate it suggests ...
+LR_FIND_SET = "xrun.lr_find.set"         # ... as the --set that gives it to the experiment ...
+LR_FIND_DIVERGED = "xrun.lr_find.diverged"  # ... and whether the ramp stopped where the loss diverged
+TTA = "xrun.tta"                         # test-time augmentation's views, e.g. "identity, flip_h, shift_x-3, shift_x+3"
+TTA_METRIC = "{metric}_tta"              # a score on the views' averaged probabilities: test_accuracy_tta, accuracy_tta
+CV = "xrun.cv"                           # "parent" on a cross-validation's parent run
+CV_FOLDS = "xrun.cv.folds"               # on the parent and each fold's run: how many folds
+CV_FOLD = "xrun.cv.fold"                 # on a fold's run: the fold it validated on (0..folds-1)
+CV_STAT = "{metric}_{stat}"              # the parent's metrics: test_accuracy_mean, _std, _min, _max over the folds
 EXPERIMENT_FILE = "experiment.file"      # the YAML file the run (or sweep) came from
 # MLflow's own tags for a run's Source and Created by columns, which MLflow sets only on runs it starts itself.
 SOURCE_NAME = "mlflow.source.name"       # the experiment file, or the xrun command that made the run
@@ -53,6 +63,10 @@ EXAMPLES = "xrun.examples.{split}"       # how many examples a split has, e.g. x
 # Stores from before Optuna handed out a sweep's trials kept claim runs, marked with this tag; tables hide them.
 CLAIM_OF = "xrun.claim_of"
 
+# Run metrics xrun logs besides the epochs' (training.stop_at and the test scores are elsewhere).
+GFLOPS = "gflops"                        # training FLOPs per step x steps / the steps' wall time, in GFLOP/s
+PEAK_SHARE = "peak_share"                # ... as a share of this machine's measured conv rate (runner/training/peak)
+
 # Artifact paths inside a run.
 CHECKPOINTS = "checkpoints"              # the folder of a run's saved models
 CHECKPOINT = f"{CHECKPOINTS}/last.keras"  # the model with its optimizer state, for --resume
@@ -69,8 +83,11 @@ ERROR_FILE = "error.txt"                 # the traceback of a FAILED run
 LEARNING_CURVES_PLOT = "plots/learning_curves.png"
 CONFUSION_MATRIX_PLOT = "plots/confusion_matrix.png"
 CONFUSION_MATRIX_CSV = "plots/confusion_matrix.csv"
+TEST_PER_LABEL = "test_per_label.csv"   # a multi-label run's test scores per label: precision, recall, F1, AUC
 MISCLASSIFIED_PLOT = "plots/misclassified.png"
 AUGMENTED_SAMPLES_PLOT = "plots/augmented_samples.png"
+LR_FIND_PLOT = "plots/lr_find.png"       # a range test's loss against the rate
+LR_FIND_CSV = "lr_find.csv"              # ... and its steps: rate, loss, smoothed loss
 EVALUATION_MATRIX_PLOT = "evaluation/confusion_matrix.png"  # an evaluation run's files
 EVALUATION_MATRIX_CSV = "evaluation/confusion_matrix.csv"
 EVALUATION_PER_CLASS = "evaluation/per_class.csv"
@@ -85,6 +102,9 @@ SWEEP_RUN_NAME = "{name} sweep"          # a sweep's parent run, by the experime
 TRIAL_RUN_NAME = "{name} [{variant}]"    # a sweep child, by the experiment's name and its short variant name
 PRUNED_RUN_NAME = "{name} [pruned at {epoch}]"  # ... renamed once the pruner stopped it (MLflow shows it FINISHED)
 EVALUATION_RUN_NAME = "{name} evaluation"  # an evaluation run, by the evaluated run's name
+LR_FIND_RUN_NAME = "{name} lr-find"      # a learning-rate range test, by the experiment's name
+CV_RUN_NAME = "{name} cv"                # a cross-validation's parent run, by the experiment's name
+FOLD_RUN_NAME = "{name} [fold {fold}]"   # one fold's run under it
 
 # Where the records are kept when no --tracking-uri or $MLFLOW_TRACKING_URI says otherwise.
 STORE_DIR = "mlruns"                     # relative to the working directory

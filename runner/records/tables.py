@@ -82,7 +82,8 @@ def is_internal(run: RunRecord) -> bool:
 
 
 def is_sweep_parent(run: RunRecord) -> bool:
-    return run.tags.get(names.SWEEP) == "parent"
+    """A sweep's parent, or a cross-validation's (xrun cv): it stands for its child runs in the tables."""
+    return run.tags.get(names.SWEEP) == "parent" or run.tags.get(names.CV) == "parent"
 
 
 def expand_sweeps(runs: list[RunRecord], uri: str | None) -> list[RunRecord]:
@@ -224,7 +225,16 @@ def cell(value, column: str = "") -> str:
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}" if abs(value) < 1e6 else f"{value:.3g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, str) and _long_decimal(value):
+        return format(float(value), ".4g")  # a drawn param (learning rate 0.000316227766017) as people read it
     return str(value)
+
+
+def _long_decimal(text: str) -> bool:
+    """A decimal of 7 or more significant digits: a value a sweep drew, not one a person wrote."""
+    if not re.fullmatch(r"-?(\d*\.\d+|\d+\.?\d*e[-+]?\d+)(e[-+]?\d+)?", text):
+        return False
+    return len(text.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) >= 7
 
 
 def headers(columns: list[str]) -> list[str]:

@@ -134,13 +134,19 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - the server went away: training goes on, tags wait with metrics
             self._keep_offline(exc)
 
-    @_uninterrupted
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         """Numbers only; NaN and infinities are logged too, since a diverging run should show it.
 
         Each value is in the journal before it is sent; a store that does not answer gets them later."""
+        self.log_steps({step: metrics})
+
+    @_uninterrupted
+    def log_steps(self, steps: dict[int, dict]) -> None:
+        """log_metrics for several steps in one write (a range test's hundreds of steps: one each would take
+        seconds)."""
         now = _now_ms()
-        entities = [mlflow.entities.Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
+        entities = [mlflow.entities.Metric(k, float(v), now, step) for step, metrics in steps.items()
+                    for k, v in metrics.items() if _number(v)]
         self.journal.add_metrics([{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
                                   for m in entities])
         self._pending.extend(entities)

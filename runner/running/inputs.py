@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from runner.errors import XrunError, did_you_mean
 from runner.language.config import Config
-from runner.training import pipeline, sources, splits
+from runner.training import multilabel, pipeline, sources, splits
 
 
 @dataclass
@@ -36,10 +36,11 @@ class Inputs:
     def summary_line(self) -> str:
         """One line for the start of a run: each split's size and its rarest class."""
         parts = []
+        sizes = {"train": self.splits.y_train, "val": self.splits.y_val, "test": self.splits.y_test}
         for split, counts in self.counts().items():
-            if sum(counts):
+            if sum(counts):  # multi-label counts are of images with each label: the split's size is its rows
                 rarest = min(range(len(counts)), key=counts.__getitem__)
-                parts.append(f"{split} {sum(counts)} (fewest: {counts[rarest]} of '{self.splits.class_names[rarest]}')")
+                parts.append(f"{split} {len(sizes[split])} (fewest: {counts[rarest]} of '{self.splits.class_names[rarest]}')")
         return f"data: {len(self.splits.class_names)} classes; " + ", ".join(parts)
 
 
@@ -50,7 +51,8 @@ def load(config: Config, data_dir: str | None, model) -> Inputs:
     sources.check_model(model, dataset, config)
     parts = pipeline.split(dataset, config.data)
     _check(parts, config)
-    return Inputs(dataset, parts, class_weight(config, parts), _validation_warnings(parts, config))
+    return Inputs(dataset, parts, class_weight(config, parts),
+                  (*_validation_warnings(parts, config), *_multi_label_note(dataset, parts)))
 
 
 def class_weight(config: Config, parts: pipeline.Splits) -> dict[int, float] | None:
@@ -83,7 +85,7 @@ def _check(parts: pipeline.Splits, config: Config) -> None:
 def _validation_warnings(parts: pipeline.Splits, config: Config) -> tuple[str, ...]:
     """A validation split without some class (a class with a single training example keeps it for training): its
     val_ metrics leave that class out. Said, not refused: tiny trial runs (`data.limit: 32`) must still run."""
-    if parts.y_val is None or parts.validation != "split":
+    if parts.y_val is None or parts.validation not in ("split", "fold"):
         return ()
     try:
         splits.check_classes("validation", parts.y_val, parts.class_names, "data.validation_split",
@@ -92,6 +94,12 @@ def _validation_warnings(parts: pipeline.Splits, config: Config) -> tuple[str, .
     except XrunError as exc:
         return (f"xrun: warning: {exc.format()}",)
     return ()
+
+
+def _multi_label_note(dataset: sources.Data, parts: pipeline.Splits) -> tuple[str, ...]:
+    """Multi-label splits xrun draws are seeded but not stratified (runner.training.multilabel.held_out_rows)."""
+    drawn = parts.validation == "split" and dataset.x_val is None
+    return (multilabel.SPLIT_NOTE,) if drawn and multilabel.is_multi_label(parts.y_train) else ()
 
 
 def _where(config: Config, section: str, key: str):

@@ -32,7 +32,8 @@ from runner.records import local, names, plots, run_names, store
 from runner.running import inputs
 from runner.running import resume as resuming
 from runner.running.request import RunRequest
-from runner.training import build, callbacks, distribute, metrics, pipeline, seeds, sources
+from runner.training import build, callbacks, distribute, metrics, multilabel, phases, pipeline, seeds, sources, tta
+from runner.training.forecast import Utilisation, check_fits
 from runner.training.settings import applied, settings_for
 
 
@@ -89,6 +90,7 @@ def run_experiment(request: RunRequest | Spec) -> Result:
     with applied(config.settings):
         with strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
             model = build_model(spec)  # a model that cannot be built fails here, before any run exists
+        check_fits(config, model)  # so does a batch whose training would not fit in memory
         data = inputs.load(config, request.data_dir, model)  # so does data that cannot train it
         run, checkpoint, done_epochs = _open_run(config, request)
         job = _Job(run, config, request.console or Console(stderr=True),
@@ -337,13 +339,14 @@ def _train(job: _Job, data: inputs.Inputs) -> Result:
     with job.strategy.scope():  # variables (weights, optimizer slots, metrics) live where the strategy says
         model = job.model  # built before the run was created
         _compile(model, config, spe, splits.class_names)
+        switch = phases.schedule(model, config)  # training.phases: the callback that switches them, or none
         if job.checkpoint is not None:
-            _restore(model, job.checkpoint)
+            (phases.restore if switch else _restore)(model, job.checkpoint)
             seeds.restore(model, job.run.tags.get(names.RANDOM_STATE), job.initial_epoch)
     if job.checkpoint is None:
         _log_model_facts(job.run, model, config, splits)
         _log_distribution(job)
-    history = _fit(job, splits, spe, data.class_weight)
+    history = _fit(job, splits, spe, data.class_weight, switch)
     return _finish(job, dataset, splits, history)
 
 
@@ -399,7 +402,7 @@ def _summary_text(info: dict, spec: Config) -> str:
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
 
-def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None) -> dict:
+def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None, switch: list) -> dict:
     config, training = job.config, job.config.training
     one_hot = _one_hot_classes(config, splits)
     train_ds = pipeline.train_dataset(splits.x_train, splits.y_train, batch_size=training.batch_size,
@@ -417,11 +420,12 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None
     job.display = callbacks.Display(training.epochs, spe, job.console, job.quiet)
     # EpochMetrics first: callbacks share one logs dict per epoch, so everything after it (the YAML's CSVLogger,
     # MLflow, the display) sees learning_rate and epoch_seconds. The epoch's metrics are sent and its checkpoint
-    # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger).
-    cbs = [callbacks.EpochMetrics(len(splits.x_train)), nan_guard, _EpochsDone(job), callbacks.TrackEpochs(job.run),
-           _Checkpoints(job), *stop_at,
+    # written before the YAML's callbacks, which can fail (a full disk under ModelCheckpoint or CSVLogger). A phase
+    # switch goes before them all: the rate EpochMetrics reports is the phase's, and everything sees the phase.
+    cbs = [*switch, callbacks.EpochMetrics(len(splits.x_train)), nan_guard, _EpochsDone(job),
+           callbacks.TrackEpochs(job.run), _Checkpoints(job), *stop_at,
            *build.callbacks(config.callbacks, job.run.artifact_dir), *job.extra_callbacks,
-           history, job.display, *_backup(job)]
+           history, job.display, *_backup(job), *_ema_swap(config), _utilisation(job)]
     job.model.fit(train_ds, epochs=training.epochs, steps_per_epoch=spe, validation_data=val_ds, shuffle=False,
                   initial_epoch=job.initial_epoch, class_weight=class_weight,
                   callbacks=cbs, verbose=0)
@@ -432,6 +436,13 @@ def _fit(job: _Job, splits: pipeline.Splits, spe: int, class_weight: dict | None
         reached = f"{training.stop_at.describe()} at epoch {stop_at[0].reached_at}"
         job.run.set_tags({names.STOPPED_AT: reached, names.END_REASON: f"reached {reached} (training.stop_at)"})
     return history.history
+
+
+def _utilisation(job: _Job) -> Utilisation:
+    """Logs the run's achieved GFLOP/s and their share of this machine's measured rate when training ends."""
+    per_call = job.config.training.batch_size * job.config.settings.steps_per_execution  # a callback per execution
+    return Utilisation(per_call, lambda gflops, share: job.run.log_metrics(
+        {names.GFLOPS: gflops, names.PEAK_SHARE: share}, step=job.epochs_done))
 
 
 class _EpochsDone(keras.callbacks.Callback):
@@ -459,6 +470,13 @@ class _Checkpoints(keras.callbacks.Callback):
         every = job.checkpoint_every
         if every and job.run.journal is not None and (epoch + 1 - job.initial_epoch) % every == 0:
             _checkpoint(job, epoch + 1)
+
+
+def _ema_swap(config: Config) -> list:
+    """With optimizer.use_ema the model ends training with the average (Keras's finalize_variable_values), so
+    it is the average that is validated each epoch too: val_ metrics, the best epoch and EarlyStopping judge the
+    model a run delivers. Swapped in for validation only, so checkpoints keep the weights training goes on from."""
+    return [keras.callbacks.SwapEMAWeights()] if config.optimizer.arguments.get("use_ema") else []
 
 
 def _backup(job: _Job) -> list:
@@ -489,6 +507,8 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     if trained and run.journal is not None:  # the model as it finished (EarlyStopping may have restored another)
         _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
+    _log_tta(job, scoring, test_ds, splits, result.epochs_run)
+    _log_multi_label(run, scoring, test_ds, splits, result.epochs_run)
     _log_figures(run, config, dataset, splits, history, scoring, test_ds)
     _log_checkpoints(run)
     logged = run.tags.get(names.MODEL_URI)
@@ -505,6 +525,15 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     return result
 
 
+def _log_multi_label(run, model: keras.Model, test_ds, splits: pipeline.Splits, step: int) -> None:
+    """Multi-label data: the test split's micro and macro F1, exact AUC and each label's scores (at 0.5)."""
+    if not multilabel.is_multi_label(splits.y_test):
+        return
+    found = multilabel.scores(splits.y_test, model.predict(test_ds, verbose=0), splits.class_names)
+    run.log_metrics(multilabel.test_metrics(found), step=step)
+    run.log_text(multilabel.per_label_csv(found), names.TEST_PER_LABEL)
+
+
 def _scoring_model(job: _Job) -> keras.Model:
     """The model the test scores come from: the trained one, or after mixed-precision training its float32 copy,
     which is the model logged and served, so `xrun evaluate` of the logged model gives the recorded numbers."""
@@ -513,6 +542,17 @@ def _scoring_model(job: _Job) -> keras.Model:
     copy = standalone.float32_copy(job.model)
     copy.compile(loss=build.loss(job.config.loss), metrics=metrics.named(job.config))  # scores only
     return copy
+
+
+def _log_tta(job: _Job, model: keras.Model, test_ds, splits: pipeline.Splits, step: int) -> None:
+    """training.tta: the test set scored again on the average over the augmentation's flips and shifts."""
+    if not job.config.training.tta:
+        return
+    views, loss, accuracy = tta.score_dataset(model, test_ds, splits.y_test, job.config.augmentation,
+                                              tuple(splits.x_test.shape[1:3]))
+    job.run.set_tags({names.TTA: ", ".join(v.name for v in views)})
+    job.run.log_metrics({names.TTA_METRIC.format(metric="test_loss"): loss,
+                         names.TTA_METRIC.format(metric="test_accuracy"): accuracy}, step=step)
 
 
 def _whole_history(job: _Job, history: dict) -> dict:
@@ -532,7 +572,8 @@ def _log_model(run, model: keras.Model, config: Config, dataset, sample: np.ndar
     dtype = "uint8" if sample.dtype == np.uint8 else "float32"  # stored pixels, or floats the pipeline takes as is
     sample = sample.astype(dtype)
     served = standalone.standalone(model, sample.shape[1:], name, dtype=dtype)
-    facts = standalone.metadata(name, dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype)
+    facts = standalone.metadata(name, dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype,
+                                multi_label=multilabel.is_multi_label(dataset.y_train))
     return run.log_model(served, sample, served.predict(sample, verbose=0), metadata=facts,
                          name=run_names.run_name(name, config.overrides),
                          linked_metrics=("test_loss", "test_accuracy"))
@@ -568,6 +609,8 @@ def _log_figures(run, config: Config, dataset, splits, history: dict, model, tes
     predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
     classes = list(dataset.class_names)
     run.log_figure(plots.learning_curves(history, title=config.name), names.LEARNING_CURVES_PLOT)
+    if multilabel.is_multi_label(splits.y_test):
+        return  # no one class per image, so no confusion matrix: test_per_label.csv has each label's scores
     figure, matrix = plots.confusion_matrix(splits.y_test, predicted, classes)
     run.log_figure(figure, names.CONFUSION_MATRIX_PLOT)
     run.log_text(_matrix_text(matrix, classes), names.CONFUSION_MATRIX_CSV)

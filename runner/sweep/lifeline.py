@@ -52,8 +52,8 @@ def parent_alive(uri: str, run_id: str):
     """While this process works on the sweep, its parent run has a live run's process tags, heartbeat and journal
     (whose lock the process holds): once the process is killed, `xrun sync` delivers the journal, ending the parent
     KILLED, and the run tables show it dead. Another sweep process on this machine holding it already keeps it."""
-    from runner.records import journal, store
-    from runner.records.heartbeat import _Heartbeat, _process_tags
+    from runner.records import journal
+    from runner.records.alive import kept_alive
 
     root = journal.root(uri)
     root.mkdir(parents=True, exist_ok=True)
@@ -65,12 +65,8 @@ def parent_alive(uri: str, run_id: str):
         except BlockingIOError:
             yield
             return
-        kept = journal.Journal.open(uri, run_id)
-        store.add_to_run(run_id, uri, tags=_process_tags())
-        beat = _Heartbeat(uri, run_id)
         try:
-            yield
+            with kept_alive(uri, run_id):
+                yield
         finally:
-            beat.stop()
-            kept.discard()
             gate_path.unlink(missing_ok=True)  # while still held: no one else is let in on this file meanwhile

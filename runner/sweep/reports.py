@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
@@ -36,8 +38,11 @@ def _importances(study: optuna.Study, complete: list) -> dict:
     if len(complete) < 2 or not varied:
         return {}
     try:
-        figure = optuna_plots.plot_param_importances(study, params=varied).figure
-    except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. every trial scored the same
+        with warnings.catch_warnings():
+            # Optuna warns (on the terminal) when the trials do not tell the params apart, and plots equal bars.
+            warnings.simplefilter("error", UserWarning)
+            figure = optuna_plots.plot_param_importances(study, params=varied).figure
+    except (RuntimeError, ValueError, ZeroDivisionError, UserWarning) as exc:  # e.g. every trial scored the same
         return {names.PARAM_IMPORTANCES_TEXT: f"no parameter importances: {exc}\n"}
     figure.set_size_inches(8, 1.5 + 0.5 * len(varied))
     figure.tight_layout()

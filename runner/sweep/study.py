@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from runner.errors import XrunError
 from runner.records import names
+from runner.sweep import journal
 from runner.sweep.space import Space, choices
 from runner.text import one_line
 
@@ -77,10 +78,11 @@ PRUNERS = {entry.name: entry for entry in (
 # --- storage -------------------------------------------------------------------------------------------------
 
 def storage_url(explicit: str | None, tracking_uri: str) -> str:
-    """--storage, else $XRUN_STUDY_STORAGE, else a SQLite file beside the MLflow store (mlruns/optuna.db)."""
+    """--storage, else $XRUN_STUDY_STORAGE (a journal file as journal:///ABSOLUTE/PATH), else a SQLite file beside
+    the MLflow store (mlruns/optuna.db)."""
     url = explicit or os.environ.get(STORAGE_ENV)
     if url:
-        return url
+        return journal.url_of(journal.path_of(url)) if journal.is_journal(url) else url
     folder = Path(names.STORE_DIR)
     if tracking_uri.startswith(names.SQLITE_PREFIX):
         db = tracking_uri.removeprefix(names.SQLITE_PREFIX).split("?", 1)[0]
@@ -94,9 +96,12 @@ def redacted(url: str) -> str:
     return re.sub(r"(//[^/:@]+):[^@/]*@", r"\1:***@", url)
 
 
-def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.storages.RDBStorage:
-    """Optuna's database storage with heartbeats: a trial whose worker stops beating for `grace` seconds is
-    failed and handed to `on_stale` (which queues it again) by the next worker that looks."""
+def open_storage(url: str, *, heartbeat: int, grace: int, on_stale) -> optuna.storages.BaseStorage:
+    """Optuna's database storage (or a journal file, runner.sweep.journal) with heartbeats: a trial whose worker
+    stops beating for `grace` seconds is failed and handed to `on_stale` (which queues it again) by the next
+    worker that looks."""
+    if journal.is_journal(url):
+        return journal.open_storage(url, heartbeat=heartbeat, grace=grace, on_stale=on_stale)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(OPEN_ATTEMPTS):
         try:
@@ -125,9 +130,11 @@ def lost(url: str, exc: BaseException, parent_id: str) -> XrunError | None:
     while exc is not None and exc not in chain:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    if not any(isinstance(e, (sql.SQLAlchemyError, optuna.exceptions.StorageInternalError)) for e in chain):
+    # A journal's file deleted: Optuna's reading it fails with FileNotFoundError.
+    errors = (sql.SQLAlchemyError, optuna.exceptions.StorageInternalError, FileNotFoundError)
+    if not any(isinstance(e, errors) for e in chain):
         return None
-    why = _gone(url)  # a database error of MLflow's store, or a passing one of the study's, is not this
+    why = journal.gone(url) if journal.is_journal(url) else _gone(url)  # a database error of MLflow's store, or a passing one of the study's, is not this
     if why is None:
         return None
     return XrunError(f"the sweep's study storage {redacted(url)} went away mid-sweep ({why}); the trials' MLflow "

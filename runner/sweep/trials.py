@@ -12,6 +12,7 @@ import optuna
 from runner.errors import XrunError
 from runner.records import names, query, store
 from runner.sweep import study as st
+from runner.sweep.lines import shown
 from runner.sweep.space import Plan, Variant, choices, from_choice, short_name, variant_of
 from runner.text import one_line
 
@@ -87,7 +88,7 @@ class Worker:
         values = suggest(trial, s)
         variant = variant_of(values)
         trial.set_user_attr(names.VARIANT, variant.key)
-        self.say(f"[trial {trial.number}] {variant.key}: training")
+        self.say(f"[trial {trial.number}] {shown(variant)}: training")
         started = time.perf_counter()
         try:
             return self._train(trial, values, variant, started)
@@ -133,7 +134,7 @@ class Worker:
 
     def _done(self, number: int, variant: Variant, state: str, started: float, note: str) -> None:
         self.trained.append((number, state))
-        self.say(f"[trial {number}] {variant.key}: {state} in {time.perf_counter() - started:.1f}s{note}")
+        self.say(f"[trial {number}] {shown(variant)}: {state} in {time.perf_counter() - started:.1f}s{note}")
 
     def _queue_again(self, trial: optuna.Trial) -> None:
         """An interrupted trial (Ctrl-C, SIGTERM) goes back in the queue, as a dead worker's does."""

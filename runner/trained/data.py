@@ -21,8 +21,9 @@ from runner.training import pipeline, sources
 YAML_SUFFIXES = (".yaml", ".yml")
 # What a file or folder given as --data is, by its form: the data source that reads it.
 SOURCE_OF_SUFFIX = {".npz": "arrays", ".csv": "csv"}
-# Keys of a run's image data section that say how its images were read; --data images are read alike.
-IMAGE_READING = ("image_size", "color_mode", "crop_to_aspect_ratio", "interpolation")
+# Keys of a run's image data section that say how its images (and multi-label lists) were read; --data images are
+# read alike.
+IMAGE_READING = ("image_size", "color_mode", "crop_to_aspect_ratio", "interpolation", "multi_label", "label_separator")
 
 
 def run_test_split(run_id: str, uri: str | None, data_dir: str | None) -> tuple:

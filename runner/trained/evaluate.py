@@ -3,6 +3,7 @@ recorded as an MLflow evaluation run nested under the training run."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,9 @@ from runner.language.datasets import DATASETS
 from runner.records import names, plots, store
 from runner.text import dims
 from runner.trained import data as trained_data
+from runner.trained import multilabel_report
 from runner.trained.use import IMAGE_SUFFIXES, Model, reader
+from runner.training import multilabel, tta
 from runner.training.data import load_dataset
 
 EPSILON = 1e-7  # Keras's: probabilities are clipped to [eps, 1 - eps] before the log, as its cross-entropy does
@@ -45,7 +48,10 @@ class Scores:
 
 def scores(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> Scores:
     """The numbers, from probabilities and true labels. A precision or recall whose denominator is 0 (a class
-    never predicted, or absent) is 0, as is F1 when both are; so are scikit-learn's with zero_division=0."""
+    never predicted, or absent) is 0, as is F1 when both are; so are scikit-learn's with zero_division=0.
+    Multi-label data (a 0/1 row per image) gets runner.training.multilabel's scores instead."""
+    if multilabel.is_multi_label(labels):
+        return multilabel.scores(labels, probabilities, class_names)
     n = len(class_names)
     predicted = probabilities.argmax(axis=1)
     matrix = np.zeros((n, n), dtype=np.int64)
@@ -146,6 +152,51 @@ def evaluate(model: Model, data: Labelled, batch_size: int = 256) -> Scores:
     return scores(data.labels, probabilities, model.class_names)
 
 
+# --- test-time augmentation (--tta) -------------------------------------------------------------------------
+
+TTA_KEYS = ("horizontal_flip", "vertical_flip", "width_shift_range", "height_shift_range", "fill_mode", "cval")
+
+
+def run_augmentation(model: Model) -> dict:
+    """The flips, shifts and fill of the augmentation the model's run trained with (its params), for --tta."""
+    if model.logged is None or not model.logged.run_id:
+        raise XrunError(f"{model.source} has no training run to take its augmentation from",
+                        hint="give a run id or a models:/ URI of a run trained with augmentation flips or shifts")
+    if model.multi_label:
+        raise XrunError(f"{model.label} is multi-label: --tta scores one class per image", hint="drop --tta")
+    params = model.logged.params
+    found = {k: _param(params[f"augmentation.{k}"]) for k in TTA_KEYS if f"augmentation.{k}" in params}
+    if not any(found.get(k) for k in TTA_KEYS[:4]):
+        raise XrunError(f"{model.label} was trained without augmentation flips or shifts: --tta has nothing to "
+                        "average over", hint="evaluate without --tta")
+    return found
+
+
+def _param(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def evaluate_tta(model: Model, data: Labelled, augmentation: dict, batch_size: int = 256) -> tuple[list, Scores]:
+    """The scores of the class probabilities averaged over the views (runner.training.tta) of each image."""
+    chosen = tta.views(augmentation, *model.image_shape[:2])
+    probabilities = tta.averaged(lambda x: model.keras.predict(x, batch_size=batch_size, verbose=0), data.pixels,
+                                 chosen, *tta.fill(augmentation))
+    return chosen, scores(data.labels, probabilities, model.class_names)
+
+
+def tta_metrics(result: Scores) -> dict:
+    """An evaluation's overall metrics under test-time augmentation: loss_tta, accuracy_tta, macro_f1_tta."""
+    return {names.TTA_METRIC.format(metric=k): v for k, v in metrics(result).items() if "." not in k}
+
+
+def tta_line(views: list, result: Scores) -> str:
+    return (f"test-time augmentation, averaged over {len(views)} views ({', '.join(v.name for v in views)}): "
+            f"loss {result.loss:.4f}, accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f}\n")
+
+
 def matrix_csv(matrix: np.ndarray, names: list[str]) -> str:
     rows = [",".join(["true\\pred", *names])]
     rows += [",".join([name, *map(str, row)]) for name, row in zip(names, matrix.tolist())]
@@ -161,6 +212,8 @@ def per_class_csv(result: Scores) -> str:
 
 def metrics(result: Scores) -> dict:
     """The MLflow metrics of an evaluation: overall, then `precision.CLASS` and so on for each class."""
+    if isinstance(result, multilabel.Scores):
+        return multilabel_report.metrics(result)
     out = {"loss": result.loss, "accuracy": result.accuracy, "macro_f1": result.macro_f1}
     for c in result.per_class:
         key = re.sub(r"[^\w\-. /:]", "_", c["class"])  # the characters MLflow allows in a metric name
@@ -168,17 +221,19 @@ def metrics(result: Scores) -> dict:
     return out
 
 
-def record(model: Model, data: Labelled, result: Scores, uri: str | None) -> str:
+def record(model: Model, data: Labelled, result: Scores, uri: str | None,  # noqa: PLR0913
+           tta_result: tuple | None = None) -> str:
     """An evaluation run nested under the training run (same experiment), its metrics also attached to the logged
-    model with the data's name; returns the evaluation run's id."""
+    model with the data's name; returns the evaluation run's id. `tta_result`: (views, scores) of --tta."""
     logged = model.logged
+    views = {names.TTA: ", ".join(v.name for v in tta_result[0])} if tta_result else {}
     run = store.Run(store.tracking_uri(uri), logged.experiment,
                     names.EVALUATION_RUN_NAME.format(name=logged.run_name or logged.name),
                     f"{model.label} evaluated on {data.name}", parent_run_id=logged.run_id,
                     tags={names.EVALUATION_OF: logged.run_id, names.EVALUATION_DATA: data.name,
-                          names.MODEL_URI: logged.model_uri})
+                          names.MODEL_URI: logged.model_uri, **views})
     try:
-        values = metrics(result)
+        values = {**metrics(result), **(tta_metrics(tta_result[1]) if tta_result else {})}
         run.log_metrics(values)
         if logged.model_id:
             run.link_metrics(logged.model_id, list(values), dataset_name=data.name[:500], dataset_digest=data.digest)
@@ -191,6 +246,8 @@ def record(model: Model, data: Labelled, result: Scores, uri: str | None) -> str
 
 
 def _log_files(run, model: Model, result: Scores) -> None:
+    if isinstance(result, multilabel.Scores):
+        return multilabel_report.log_files(run, result)
     figure, _ = plots.confusion_matrix(*_pairs(result.matrix), model.class_names)
     run.log_figure(figure, names.EVALUATION_MATRIX_PLOT)
     run.log_text(matrix_csv(result.matrix, model.class_names), names.EVALUATION_MATRIX_CSV)
@@ -206,6 +263,8 @@ def _pairs(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def report(model: Model, data: Labelled, result: Scores) -> str:
     """What `xrun evaluate` prints: the overall numbers, a per-class table, the confusion matrix."""
+    if isinstance(result, multilabel.Scores):
+        return multilabel_report.report(model.label, data.name, len(data.labels), result)
     lines = [f"{model.label} on {data.name} ({len(data.labels)} images): loss {result.loss:.4f}, "
              f"accuracy {result.accuracy:.4f}, macro F1 {result.macro_f1:.4f}", ""]
     width = max(len("class"), *(len(c["class"]) for c in result.per_class))

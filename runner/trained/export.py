@@ -22,6 +22,7 @@ from runner.model import standalone
 from runner.trained.evaluate import Labelled
 from runner.trained.formats import FORMATS
 from runner.trained.use import Model
+from runner.training import multilabel
 from runner.training.data import load_dataset
 
 # Largest |exported - Keras| allowed in any probability on the check images. float32 exports compute the same
@@ -161,6 +162,8 @@ def _check(model: Model, run_exported, data: Labelled, tolerance: float | None, 
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    if multilabel.is_multi_label(labels):  # each label decided at 0.5: the share right, as training's accuracy
+        return float(np.mean(multilabel.decide(probabilities, multilabel.DEFAULT_THRESHOLD) == labels))
     return float(np.mean(probabilities.argmax(1) == labels))
 
 

@@ -16,6 +16,8 @@ from runner.model import standalone
 from runner.model import yogi as _yogi  # noqa: F401 - registers Yogi, which an older run's model was saved with
 from runner.records import models
 from runner.text import one_line
+from runner.trained import multilabel_report
+from runner.training import multilabel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -42,6 +44,11 @@ class Model:
             return None
         return Resizing(tuple(size), params.get("data.interpolation", "bilinear"),
                         params.get("data.crop_to_aspect_ratio") == "true")
+
+    @property
+    def multi_label(self) -> bool:
+        """Trained on multi-label data (its logged metadata says so): an independent probability per label."""
+        return bool(self.logged and self.logged.metadata.get("multi_label"))
 
     @property
     def label(self) -> str:
@@ -236,6 +243,16 @@ def predict(model: Model, images: Images, top_k: int = 3, batch_size: int = 256)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return [Prediction(name, [(model.class_names[c], float(p[c])) for c in best])
             for name, p, best in zip(images.names, probabilities, order)]
+
+
+def label_predictions(model: Model, images: Images, given: tuple[str, ...],
+                      batch_size: int = 256) -> tuple[list[dict], list[dict]]:
+    """A multi-label model's predictions (rows for the table and CSV, and JSON): the labels whose probability
+    reaches its threshold (`--threshold` texts: `0.3`, `cat=0.3`; 0.5 by default)."""
+    probabilities = model.keras.predict(images.pixels, batch_size=batch_size, verbose=0)
+    limits = multilabel.thresholds(given, model.class_names)
+    return (multilabel_report.prediction_rows(images.names, probabilities, model.class_names, limits),
+            multilabel_report.prediction_json(images.names, probabilities, model.class_names, limits))
 
 
 def prediction_rows(predictions: list[Prediction]) -> list[dict]:

@@ -128,7 +128,7 @@ class StopOnNaN(keras.callbacks.Callback):
 class Display(keras.callbacks.Callback):
     """Live progress bars with metrics in a terminal; one plain line per epoch otherwise (CI logs)."""
 
-    SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy")
+    SHOWN = ("loss", "accuracy", "val_loss", "val_accuracy", "val_f1_macro")  # the last: multi-label runs
 
     def __init__(self, epochs: int, steps_per_epoch: int, console: Console, quiet: bool = False):
         super().__init__()

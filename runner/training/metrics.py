@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from runner.language.config import Config
+from runner.language.labels import EPOCH_METRICS
 
 CLASS_RECALL = "class_recall"  # the schema's metrics name for one ClassRecall per class
 
@@ -48,9 +49,25 @@ def wants_class_recall(config: Config) -> bool:
     return CLASS_RECALL in config.metrics or training.class_weight is not None or training.sampling == "balanced"
 
 
-def named(config: Config) -> list[str]:
-    """The YAML's metrics Keras knows by name."""
-    return [m for m in config.metrics if m != CLASS_RECALL]
+def named(config: Config) -> list:
+    """The YAML's metrics Keras knows by name; for multi-label data, `accuracy` per label decision and the
+    multi-label metrics (runner.training.metrics.multi_label)."""
+    listed = [m for m in config.metrics if m != CLASS_RECALL]
+    if not config.facts.multi_label:
+        return listed
+    return [*(keras.metrics.BinaryAccuracy(name=m) if m == "accuracy" else m for m in listed), *multi_label()]
+
+
+def multi_label() -> list:
+    """Each epoch of a multi-label run: F1 over all label decisions (micro) and averaged over labels (macro), at
+    threshold 0.5, and the ROC AUC averaged over labels (Keras's, interpolated over 200 thresholds)."""
+    return [_MULTI_LABEL[name](name) for name in EPOCH_METRICS]
+
+
+# The metrics of runner.language.labels.EPOCH_METRICS (the names stop_at may watch), by name.
+_MULTI_LABEL = {"f1_micro": lambda name: keras.metrics.F1Score(average="micro", threshold=0.5, name=name),
+                "f1_macro": lambda name: keras.metrics.F1Score(average="macro", threshold=0.5, name=name),
+                "auc": lambda name: keras.metrics.AUC(multi_label=True, name=name)}
 
 
 def metrics(config: Config, class_names: tuple[str, ...]) -> list:

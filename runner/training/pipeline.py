@@ -17,7 +17,7 @@ from runner.language.sections import Augmentation, Data
 from runner.training.augment import make_batch_augmenter
 from runner.training.data import Dataset
 from runner.training.sources import ImageFiles
-from runner.training.splits import held_out
+from runner.training.splits import fold_of, held_out
 
 
 @dataclass
@@ -55,11 +55,16 @@ def _split(dataset: Dataset, data: Data) -> Splits:
     if how == "none":
         return Splits(x_train, y_train, None, None, x_test, y_test, how)
     # Stratified and seeded: every class in both parts, whatever order the examples come in (a class-sorted file).
-    out = held_out(y_train, data.validation_split, data.split_seed)
+    if how == "fold":  # k-fold cross-validation (xrun cv): this fold validates, the others train
+        out = fold_of(y_train, data.folds, data.split_seed) == data.fold
+        held = f"fold {data.fold} of {data.folds}"
+    else:
+        out = held_out(y_train, data.validation_split, data.split_seed)
+        held = f"validation_split {data.validation_split}"
     if out.all() or not out.any():
-        raise XrunError(f"holding out validation_split {data.validation_split} of {len(x_train)} training examples "
-                        "leaves none to train on or none to validate on", path="data.validation_split",
-                        hint="raise data.limit, or change data.validation_split")
+        raise XrunError(f"holding out {held} of {len(x_train)} training examples leaves none to train on or none "
+                        "to validate on", path=f"data.{'folds' if how == 'fold' else 'validation_split'}",
+                        hint="raise data.limit, or change data.validation_split (data.folds)")
     keep, val = np.flatnonzero(~out), np.flatnonzero(out)
     return Splits(_part(x_train, keep), y_train[keep], _part(x_train, val), y_train[val], x_test, y_test, how)
 
@@ -85,6 +90,8 @@ def _prepare(one_hot_classes: int | None):
     def prepare(images, labels):
         x = tf.cast(images, tf.float32) / 255.0 if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
         x = x[..., None] if len(x.shape) == 3 else x
+        if len(labels.shape) == 2:  # multi-label: a 0/1 row per image is already the target
+            return x, tf.cast(labels, tf.float32)
         labels = tf.cast(labels, tf.int32)  # stored as uint8; int32 class indices whatever the loss
         y = tf.one_hot(labels, one_hot_classes) if one_hot_classes else labels
         return x, y

@@ -40,6 +40,8 @@ def settings_for(training: Training) -> Settings:
     seed = training.seed
     return Settings(
         precision=_precision(training.precision, gpus),
+        # XLA on a float32 CPU made the step slower, not faster: 0.34x for model1, 0.70x for model8 against
+        # oneDNN's kernels (bench/levers.py, bench/results.levers.json), so `auto` keeps it for GPUs.
         jit_compile=bool(gpus) if training.jit_compile == "auto" else training.jit_compile,
         steps_per_execution=_steps_per_execution(training.steps_per_execution, gpus),
         device=_device_name(gpus),
@@ -85,7 +87,9 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
 
 
 def _steps_per_execution(asked, gpus: list) -> int:
-    # On a GPU, small models are limited by Python round-trips per step; on the CPU the step itself dominates.
+    # On a GPU, small models are limited by Python round-trips per step; on the CPU the step itself dominates:
+    # 8 steps per call gained 1.10x (model1) and 1.03x (model8), inside the noise of a shared 2-core CPU
+    # (bench/results.levers.json), not enough to give up per-batch callbacks.
     return asked if asked != "auto" else (32 if gpus else 1)
 
 

@@ -18,6 +18,7 @@ from runner.errors import did_you_mean
 from runner.language import data_facts as facts
 from runner.language.advice import print_warnings
 from runner.language.data_facts import data_error
+from runner.language.labels import split_labels
 from runner.language.reference import resolve
 from runner.language.spec import Spec
 from runner.text import dims
@@ -160,11 +161,11 @@ def load_image_folder(data: dict, locate, data_dir: str | None, seed: int) -> Da
 
 def load_csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     path = facts.data_path(data, locate)
-    rows = facts.csv_rows(path, locate)
-    names = facts.class_names([row[1] for row in rows])
-    numeric = all(label.isdigit() for _, label, _ in rows)
+    rows = facts.csv_rows(path, locate, empty_labels=bool(data.get("multi_label")))
+    names = facts.csv_class_names(rows, data, locate)
+    target = _label_row(names, data["label_separator"]) if data.get("multi_label") else _class_index(rows, names)
     # In order of file name (then class), as a folder's images are: the same images give the same run either way.
-    listed = {split: sorted(((p, int(label) if numeric else names.index(label)) for p, label, s in rows if s == split),
+    listed = {split: sorted(((p, target(label)) for p, label, s in rows if s == split),
                             key=lambda row: (row[0].name, row[1]))
               for split in facts.SPLIT_FOLDERS if any(s == split for _, _, s in rows)}
     missing = [p for p, _, _ in rows if not p.is_file()]
@@ -178,6 +179,20 @@ def load_csv(data: dict, locate, data_dir: str | None, seed: int) -> Data:
     return _from_files(data, locate, listed, names, seed, path, path.stem)
 
 
+def _class_index(rows: list, names: tuple):
+    """A CSV label's class number: the number itself where all labels are numbers, else its place in `names`."""
+    numeric = all(label.isdigit() for _, label, _ in rows)
+    return lambda label: int(label) if numeric else names.index(label)
+
+
+def _label_row(names: tuple, separator: str):
+    """A multi-label CSV cell (`cat;dog`) as a 0/1 tuple over `names`."""
+    def row(cell: str) -> tuple:
+        found = set(split_labels(cell, separator))
+        return tuple(int(name in found) for name in names)
+    return row
+
+
 def _from_files(data: dict, locate, splits: dict, names: tuple, seed: int, where: Path, name: str) -> Data:
     where = where.resolve()
     scanned = {split: _scan(rows, data, locate) for split, rows in splits.items()}
@@ -187,7 +202,7 @@ def _from_files(data: dict, locate, splits: dict, names: tuple, seed: int, where
                          if len(bad) > 1 else "fix or remove the file, or set data.on_bad_file: skip", "path")
     skipped = tuple(str(p) for p, _ in bad)
     size = _common_size(scanned, data, locate)
-    parts = {split: (np.array([str(r[0]) for r in rows]), np.array([r[1] for r in rows], np.int32))
+    parts = {split: (np.array([str(r[0]) for r in rows]), _targets([r[1] for r in rows]))
              for split, (rows, _, _) in scanned.items()}
     if "test" not in parts:
         parts["train"], parts["test"] = _hold_out(*parts["train"], data["test_split"], seed, locate, "test_split")
@@ -256,6 +271,13 @@ def _common_size(scanned: dict, data: dict, locate) -> tuple[int, int]:
         raise data_error(f"images differ in size: {pa} is {a[0]}x{a[1]}, {pb} is {b[0]}x{b[1]}", locate,
                          "set data.image_size: [height, width] to resize them all", "path")
     return next(iter(seen))
+
+
+def _targets(found: list) -> np.ndarray:
+    """int32 class numbers, or for multi-label rows (tuples) a uint8 0/1 matrix, even when empty."""
+    if found and isinstance(found[0], tuple):
+        return np.array(found, np.uint8)
+    return np.array(found, np.int32)
 
 
 def _files_fingerprint(scanned: dict, root: Path) -> str:
@@ -336,7 +358,9 @@ def _floats(x: np.ndarray, key: str, locate) -> np.ndarray:
 
 
 def _labels(y: np.ndarray, key: str, data: dict, locate) -> np.ndarray:
-    """int32 class indices from integer labels or one-hot rows."""
+    """int32 class indices from integer labels or one-hot rows; with data.multi_label, the 0/1 matrix as uint8."""
+    if data.get("multi_label"):
+        return _label_matrix(y, key, locate)
     if y.ndim == 2 and y.shape[1] > 1:
         if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(axis=1) == 1):
             raise data_error(f"{key} has {y.shape[1]} columns but its rows are not one-hot", locate,
@@ -351,10 +375,20 @@ def _labels(y: np.ndarray, key: str, data: dict, locate) -> np.ndarray:
     return y.astype(np.int32)
 
 
+def _label_matrix(y: np.ndarray, key: str, locate) -> np.ndarray:
+    if y.ndim != 2 or not np.all((y == 0) | (y == 1)):
+        raise data_error(f"{key} has shape {list(y.shape)}; multi-label data (data.multi_label) needs a 0/1 matrix "
+                         "[N, labels]", locate, "give a row of 0s and 1s per image, a column per label", "path")
+    return y.astype(np.uint8)
+
+
 def _array_class_names(data: dict, labels: dict, arrays: dict, locate, path: Path) -> tuple[str, ...]:
     highest = max(int(y.max()) for y in labels.values() if len(y))
     width = arrays["y_train"].shape[1] if arrays["y_train"].ndim == 2 and arrays["y_train"].shape[1] > 1 else 0
     names = tuple(data.get("class_names") or [str(i) for i in range(max(highest + 1, width))])
+    if data.get("multi_label") and len(names) != width:
+        raise data_error(f"{path.name}: y_train has {width} label columns but there are {len(names)} class names",
+                         locate, f"give {width} data.class_names, one per column", "class_names")
     if highest >= len(names):
         raise data_error(f"{path.name}: label {highest} is out of range for {len(names)} class names", locate,
                          f"give {highest + 1} data.class_names, or fix the labels", "class_names")

@@ -36,7 +36,8 @@ OVERRIDES = ("training.seed=0", "training.epochs=1", "training.precision=float32
              "tracking.log_model=false", "tracking.log_images=false")
 # (data.limit, training.batch_size) by the experiment's data.path; the built-in datasets (28x28) by default.
 # 224x224 inputs with up to 138M parameters: a handful of images, so each trains in seconds on a CPU.
-SIZES = {None: (128, 32), "../data/digits": (64, 16), "../data/imagenet": (4, 2)}
+SIZES = {None: (128, 32), "../data/digits": (64, 16), "../data/imagenet": (4, 2),
+         "../data/digit_pairs/labels.csv": (64, 16)}
 
 
 def _image_folder(root: Path, classes: list[str], size: tuple[int, int], mode: str, per_class: int) -> None:
@@ -55,12 +56,29 @@ def _image_folder(root: Path, classes: list[str], size: tuple[int, int], mode: s
                 Image.fromarray(pixels.squeeze(), mode).save(root / split / name / f"{i:03d}.png")
 
 
+def _multi_label_csv(path: Path, labels: list[str], size: tuple[int, int], count: int) -> None:
+    """A CSV of `count` made-up grey images (train) and a quarter as many (test), each with one or two labels, every
+    label in the training rows."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = path.parent / f"{path.stem}_images"
+    folder.mkdir(parents=True)
+    rows = ["path,labels,split"]
+    for i in range(count + count // 4):
+        chosen = [labels[i % len(labels)]] + ([labels[int(rng.integers(len(labels)))]] if i % 3 else [])
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), "L").save(folder / f"{i:03d}.png")
+        rows.append(f"{folder.name}/{i:03d}.png,{';'.join(sorted(set(chosen)))},{'train' if i < count else 'test'}")
+    path.write_text("\n".join(rows) + "\n")
+
+
 # The folders the experiments name (and do not ship), made up: the same classes and image kind, made-up pixels.
 # PNG (lossless) from a seeded generator: the same bytes on every machine. ImageNet-sized images are small here;
 # the experiments' data.image_size resizes them.
 FOLDERS = {
     "../data/digits": lambda root: _image_folder(root, [str(d) for d in range(10)], (28, 28), "L", 8),
     "../data/imagenet": lambda root: _image_folder(root, [f"n{c:08d}" for c in range(1000)], (16, 16), "RGB", 1),
+    "../data/digit_pairs/labels.csv": lambda path: _multi_label_csv(path, [str(d) for d in range(10)], (28, 56), 64),
 }
 
 
@@ -95,9 +113,16 @@ def cli(*args: str) -> str:
     return out.getvalue()
 
 
+# What `summary` measures on the machine at hand (its speed, its free memory) is not the model's, so not golden.
+MACHINE_KEYS = ("available_memory", "step_seconds", "machine")
+
+
 def summary(file: Path) -> dict:
-    """`xrun summary FILE --format json`, parsed."""
-    return json.loads(cli("summary", str(file), "--format", "json"))
+    """`xrun summary FILE --format json`, parsed, without the figures that depend on the machine."""
+    document = json.loads(cli("summary", str(file), "--format", "json"))
+    for key in MACHINE_KEYS:
+        document["training_cost"].pop(key)
+    return document
 
 
 def run_overrides(file: Path, scratch: Path) -> list[str]:

@@ -22,7 +22,8 @@ from runner.language.spec import load_spec
 # The form of each section that the typed object covers: the built-in source's for data.
 EXAMPLES = {"data": {"dataset": "mnist"}, "augmentation": {}, "augmentation.random_erasing": {}, "training": {},
             "augmentation.random_crop": {}, "augmentation.mixup": {}, "augmentation.cutmix": {}, "tracking": {},
-            "sweep": {}, "training.stop_at": {"metric": "loss", "value": 0.1}}
+            "sweep": {}, "training.stop_at": {"metric": "loss", "value": 0.1}, "training.phases": {"epochs": 1}}
+LISTS = {"training.phases"}  # sections that are the items of a list
 # Fields a section has beyond the schema's properties: what it derives from them.
 DERIVED = {"data": {"options"}}
 # Top-level keys whose typed form is not a Sections field: the run's name and description are the Spec's, the
@@ -43,7 +44,7 @@ training: {epochs: 1}
 
 
 def pointer(path: str) -> str:
-    return "#/properties/" + path.replace(".", "/properties/")
+    return "#/properties/" + path.replace(".", "/properties/") + ("/items" if path in LISTS else "")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -68,11 +69,12 @@ def test_a_file_without_any_optional_section_gets_every_default(tmp_path):
     spec = load_spec(write(tmp_path, MINIMAL))
     assert spec.tracking == Tracking(experiment="xrun", tags=None, log_model=True, log_images=True)
     assert spec.training == Training(epochs=1, batch_size=32, class_weight=None, sampling="uniform", stop_at=None,
-                                     shuffle=True, seed=None, precision="auto", jit_compile="auto",
-                                     steps_per_execution=1, distribute="auto")
+                                     shuffle=True, tta=False, seed=None, precision="auto", jit_compile="auto",
+                                     steps_per_execution=1, distribute="auto", phases=None)
     assert spec.data == Data(source="builtin", dataset="mnist", limit=None, validation="split", validation_split=0.1,
-                             split_seed=0, options={"dataset": "mnist", "source": "builtin", "validation": "split",
-                                                    "validation_split": 0.1, "split_seed": 0})
+                             folds=None, fold=None, split_seed=0,
+                             options={"dataset": "mnist", "source": "builtin", "validation": "split",
+                                      "validation_split": 0.1, "split_seed": 0})
     assert spec.sections.optimizer == Optimizer("Adam", {}, None)
     assert spec.sections.loss == Named("CategoricalCrossentropy", {})
     assert (spec.sections.metrics, spec.sections.callbacks, spec.sections.sweep) == (("accuracy",), (), None)

@@ -83,7 +83,8 @@ def test_made_while_a_mixed_policy_is_set_every_layer_computes_in_float32_and_pi
 def test_the_metadata_says_what_goes_in_and_what_comes_out():
     assert standalone.metadata("seed000_yogi", "mnist", tuple("0123456789"), (28, 28)) == {
         "experiment": "seed000_yogi", "dataset": "mnist", "class_names": list("0123456789"),
-        "input": "uint8 pixels 0-255, shape (N, 28, 28): raw images, scaled inside the model as in training",
+        "input": "uint8 pixels 0-255 (integers), or floats in [0, 1] (pixels / 255), shape (N, 28, 28): raw images, "
+                 "scaled inside the model as in training; other values are refused",
         "output": "class probabilities, shape (N, 10), in class_names order"}
 
 

@@ -3,9 +3,8 @@ optimizer state at the epoch boundary are those of the run that was never stoppe
 
 from __future__ import annotations
 
-import keras
 import pytest
-from helpers import experiment, history, store_uri, train, write_experiment
+from helpers import experiment, history, interrupt_at, store_uri, train, write_experiment
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -22,16 +21,6 @@ EXACT_DOC = experiment(
     training={"epochs": 4, "batch_size": 64, "seed": 0})
 
 
-class _StopAt(keras.callbacks.Callback):
-    """Raises KeyboardInterrupt as epoch `epoch` (1-based) begins, as Ctrl-C would between epochs."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("stopped_in", [2, 3])
@@ -41,7 +30,7 @@ def test_a_resumed_run_has_the_losses_of_the_uninterrupted_run(tmp_path, stopped
     whole = train(write_experiment(tmp_path / "whole", EXACT_DOC))
     cut_path = write_experiment(tmp_path / "cut", EXACT_DOC)
     with pytest.raises(KeyboardInterrupt):
-        train(cut_path, extra_callbacks=[_StopAt(stopped_in)])
+        train(cut_path, extra_callbacks=[interrupt_at(stopped_in)])
     uri = store_uri(tmp_path / "cut")
     resumed = train(cut_path, resume=whole_run_id(uri))
     for key in ("loss", "accuracy", "val_loss"):
