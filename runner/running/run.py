@@ -508,7 +508,7 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
         _checkpoint(job, result.epochs_run)
     run.log_metrics(_final_metrics(result), step=result.epochs_run)
     _log_tta(job, scoring, test_ds, splits, result.epochs_run)
-    _log_multi_label(run, scoring, test_ds, splits, result.epochs_run)
+    _log_multi_label(job, scoring, test_ds, splits, result.epochs_run)
     _log_figures(run, config, dataset, splits, history, scoring, test_ds)
     _log_checkpoints(run)
     logged = run.tags.get(names.MODEL_URI)
@@ -525,13 +525,13 @@ def _finish(job: _Job, dataset, splits: pipeline.Splits, history: dict) -> Resul
     return result
 
 
-def _log_multi_label(run, model: keras.Model, test_ds, splits: pipeline.Splits, step: int) -> None:
+def _log_multi_label(job: _Job, model: keras.Model, test_ds, splits: pipeline.Splits, step: int) -> None:
     """Multi-label data: the test split's micro and macro F1, exact AUC and each label's scores (at 0.5)."""
-    if not multilabel.is_multi_label(splits.y_test):
+    if not job.config.facts.multi_label:
         return
     found = multilabel.scores(splits.y_test, model.predict(test_ds, verbose=0), splits.class_names)
-    run.log_metrics(multilabel.test_metrics(found), step=step)
-    run.log_text(multilabel.per_label_csv(found), names.TEST_PER_LABEL)
+    job.run.log_metrics(multilabel.test_metrics(found), step=step)
+    job.run.log_text(multilabel.per_label_csv(found), names.TEST_PER_LABEL)
 
 
 def _scoring_model(job: _Job) -> keras.Model:
@@ -573,7 +573,7 @@ def _log_model(run, model: keras.Model, config: Config, dataset, sample: np.ndar
     sample = sample.astype(dtype)
     served = standalone.standalone(model, sample.shape[1:], name, dtype=dtype)
     facts = standalone.metadata(name, dataset.name, dataset.class_names, sample.shape[1:], dtype=dtype,
-                                multi_label=multilabel.is_multi_label(dataset.y_train))
+                                multi_label=config.facts.multi_label)
     return run.log_model(served, sample, served.predict(sample, verbose=0), metadata=facts,
                          name=run_names.run_name(name, config.overrides),
                          linked_metrics=("test_loss", "test_accuracy"))
@@ -609,7 +609,7 @@ def _log_figures(run, config: Config, dataset, splits, history: dict, model, tes
     predicted = model.predict(test_ds, verbose=0).argmax(axis=1)
     classes = list(dataset.class_names)
     run.log_figure(plots.learning_curves(history, title=config.name), names.LEARNING_CURVES_PLOT)
-    if multilabel.is_multi_label(splits.y_test):
+    if config.facts.multi_label:
         return  # no one class per image, so no confusion matrix: test_per_label.csv has each label's scores
     figure, matrix = plots.confusion_matrix(splits.y_test, predicted, classes)
     run.log_figure(figure, names.CONFUSION_MATRIX_PLOT)
