@@ -213,9 +213,12 @@ def turn_clock(turns: TakeTurns, side: str):
 def side_main(turns: TakeTurns, side: str, train: Callable, kwargs: dict, results) -> None:
     """A side's process: train with a turn clock, send back ("ok", numbers) or ("error", traceback)."""
     try:
-        from runner.training.settings import import_tensorflow
+        if not getattr(train, "plain_tensorflow", False):
+            from runner.training.settings import import_tensorflow
 
-        import_tensorflow()  # quietly, as xrun does
+            import_tensorflow()  # quietly, and with the kernels xrun chooses for this machine
+        else:
+            import tensorflow  # noqa: F401  as a user's script has it: TensorFlow's own choice of kernels
         clock = turn_clock(turns, side)
         with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar, as if in a notebook cell
             results.put((side, "ok", train(clock=clock, **kwargs)))

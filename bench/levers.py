@@ -1,13 +1,14 @@
 """Levers a hand-written Keras script does not pull, each against that script's own training step, on this CPU.
 
     python bench/levers.py                         # model1 and model8 -> bench/results.levers.json
+    python bench/levers.py --process-models model1 model8   # process-wide levers (oneDNN) for both
     python bench/levers.py --models model8 --rounds 12 --chunk 8 --process-models   # in-graph levers only
 
 In-graph levers (XLA, steps_per_execution, uint8 input cast in the graph) are compiled side by side in ONE process
 from the same model and weights, and their train functions are called in turn, `chunk` steps each, round after
 round: a burst of load from the machine's other users hits neighbouring chunks alike, so each lever's figure is
 the median over rounds of (the script's chunk time / the lever's neighbouring chunk time), > 1 meaning faster.
-Process-wide levers (TensorFlow's thread pools, oneDNN off, op determinism, as xrun runs) need a process of their
+Process-wide levers (oneDNN's kernels, with op determinism as xrun runs, thread pools) need a process of their
 own: the script's variant then runs in processes that take turns with it, and the ratio pairs neighbouring
 processes. Every variant computes the same float32 arithmetic as the script (Adadelta, batch 128, one-hot labels).
 Timings are reported, never asserted.
@@ -41,15 +42,20 @@ IN_GRAPH = {
     "uint8_input": {"uint8": True},
 }
 # Process-wide levers: environment and TensorFlow switches set before the first op.
+# TensorFlow turns oneDNN on by itself only on CPUs with AVX512_VNNI, AVX512_BF16 or AMX; "script" is run with
+# TF_ENABLE_ONEDNN_OPTS unset, as a user's script is.
+ONEDNN = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 PROCESS = {
     "script": {},
-    "threads_intra2_inter1": {"intra": 2, "inter": 1},
-    "onednn_off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    "onednn": {"env": ONEDNN},
+    "onednn_deterministic": {"env": ONEDNN, "deterministic": True},
+    "onednn_threads_intra2_inter1": {"env": ONEDNN, "intra": 2, "inter": 1},
     "op_determinism": {"deterministic": True},
 }
 
 
 def _setup(process: dict):
+    os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
     os.environ.update(process.get("env", {}))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf

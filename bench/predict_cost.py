@@ -10,8 +10,14 @@ and training it with fit() through xrun's pipeline on random MNIST-shaped images
   set (VmHWM) rise over the same steps is recorded beside it: it adds TensorFlow's runtime, tracing, oneDNN's
   buffers and the allocator's slack, none of which the prediction counts.
 - time: the default allocator, as a user's run has it; the median step of a second epoch of `--steps` steps (the
-  first traces), predicted from the machine's figures (runner/training/peak.py) measured in the same process right
-  after it (on a shared machine the load moves by the minute), and from the cached figures `xrun summary` uses.
+  first traces), predicted from the model's layers, update and loss measured in the same process right after it
+  (runner/training/step_time.py, into an empty cache: on a shared machine the load moves by the minute), and from
+  the cached ones `xrun summary` uses.
+Every process imports TensorFlow as xrun does (runner.training.settings.import_tensorflow: oneDNN's kernels on
+x86-64) and records whether oneDNN is on.
+
+    python bench/predict_cost.py --update   # the optimizers' update temporaries (cost.UPDATE_TEMPORARIES)
+    python bench/predict_cost.py --conv     # a convolution's gradient buffers under the kernels in use
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +79,7 @@ def _train(spec, config, data, epochs: int, steps: int, callbacks=()):
 def measure_memory(name: str, batch: int) -> dict:
     """Peak tensor bytes (TensorFlow's allocator) and peak RSS rise of MEMORY_STEPS training steps."""
     from runner.model import cost
+    from runner.training import forecast
     from runner.training.settings import applied, import_tensorflow
 
     tf = import_tensorflow()
@@ -83,9 +91,9 @@ def measure_memory(name: str, batch: int) -> dict:
     _reset_rss_peak()
     with applied(config.settings):
         model, optimizer = _train(spec, config, data, 1, MEMORY_STEPS)
-        predicted = cost.training_memory(model, batch, cost.optimizer_slots(optimizer))
+        predicted = forecast.memory(model, batch, optimizer)
     measured = tf.config.experimental.get_memory_info(device)["peak"] - before
-    return {"optimizer": config.optimizer.type, "slots": cost.optimizer_slots(optimizer),
+    return {"optimizer": config.optimizer.type, "slots": cost.optimizer_slots(optimizer), "kernels": forecast.kernels(),
             "predicted_memory": predicted.as_dict(), "measured_memory": measured,
             "memory_ratio": predicted.total / measured, "rss_rise": _rss("VmHWM") - rss_before,
             "memory_device": device}
@@ -94,23 +102,90 @@ def measure_memory(name: str, batch: int) -> dict:
 def measure_time(name: str, batch: int, steps: int) -> dict:
     """Predicted and measured (median of the second epoch) seconds per training step."""
     from runner.model import cost
-    from runner.training import peak
-    from runner.training.settings import applied, import_tensorflow
+    from runner.training import build, peak, step_time
+    from runner.training.settings import applied, import_tensorflow, onednn_enabled
 
     import_tensorflow()
-    cached = peak.machine()
     spec, config, data = _set_up(name, batch)
     clock = peak.StepClock()
     with applied(config.settings):
         model, optimizer = _train(spec, config, data, 2, steps, [clock])
-        beside = peak.measure_machine()  # this moment's figures: a shared machine's load changes by the minute
-        slots = cost.optimizer_slots(optimizer)
-        predicted, from_cache = (cost.step_seconds(model, batch, slots, m) for m in (beside, cached))
+        loss = build.loss(config.loss)
+        with tempfile.TemporaryDirectory() as empty:  # measured now: a shared machine's load moves by the minute
+            os.environ["XRUN_CACHE_DIR"], cache = empty, os.environ.get("XRUN_CACHE_DIR")
+            parts = step_time.part_seconds(model, batch, optimizer, loss)
+            predicted = step_time.step_seconds(model, batch, optimizer, loss)
+            _restore("XRUN_CACHE_DIR", cache)
+        from_cache = step_time.step_seconds(model, batch, optimizer, loss)
     step = statistics.median(clock.seconds)
     return {"predicted_step": predicted, "measured_step": step, "step_ratio": predicted["total"] / step,
-            "machine_beside": beside, "predicted_step_from_cache": from_cache,
-            "step_ratio_from_cache": from_cache["total"] / step,
-            "training_flops_per_image": cost.training_flops_per_image(model)}
+            "part_seconds": parts, "predicted_step_from_cache": from_cache,
+            "step_ratio_from_cache": from_cache["total"] / step, "onednn": onednn_enabled(),
+            "load_average": os.getloadavg()[0], "training_flops_per_image": cost.training_flops_per_image(model)}
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def measure_update() -> dict:
+    """Temporaries of a weight's size each optimizer's apply() holds at its peak (TensorFlow's allocator, on a
+    16 MiB variable; slots built before): cost.UPDATE_TEMPORARIES."""
+    import keras
+
+    from runner.model import cost
+    from runner.training.settings import import_tensorflow
+
+    tf = import_tensorflow()
+    n, found = 4 * 2**20, {}
+    for name, make in [("Adadelta", lambda: keras.optimizers.Adadelta(1.0, rho=0.95, epsilon=1e-7)),
+                       ("Adam", keras.optimizers.Adam), ("RMSprop", keras.optimizers.RMSprop),
+                       ("SGD", keras.optimizers.SGD), ("SGD", lambda: keras.optimizers.SGD(momentum=0.9))]:
+        optimizer, variable = make(), keras.Variable(tf.zeros((n,)), name="xrun_probe")
+        gradient = tf.random.stateless_normal((n,), seed=(1, 2))
+        optimizer.build([variable])
+        apply = tf.function(lambda: optimizer.apply([gradient], [variable]))  # noqa: B023  (called at once)
+        apply()
+        found[f"{name}, {cost.optimizer_slots(optimizer)} slot(s)"] = _peak(tf, apply) / (4 * n)
+    return found
+
+
+def measure_conv(batch: int) -> dict:
+    """A convolution's two gradients (kernel and input) at `batch`: TensorFlow's allocator peak less their results,
+    under the kernels in use (oneDNN's on x86-64)."""
+    from runner.training.settings import import_tensorflow, onednn_enabled
+
+    tf = import_tensorflow()
+    found = {"onednn": onednn_enabled()}
+    for h, cin, cout, k in [(12, 32, 64, 5), (28, 32, 64, 3), (14, 32, 128, 5), (7, 128, 256, 3), (5, 256, 512, 5),
+                            (7, 256, 512, 7)]:
+        x = tf.random.stateless_normal((batch, h, h, cin), seed=(1, 2))
+        kernel = tf.Variable(tf.random.stateless_normal((k, k, cin, cout), seed=(3, 4)))
+        upstream = tf.random.stateless_normal((batch, h - k + 1, h - k + 1, cout), seed=(5, 6))
+        step = tf.function(lambda x, up, kernel=kernel: _conv_gradients(tf, x, up, kernel))
+        step(x, upstream)
+        results = 4 * (batch * h * h * cin + k * k * cin * cout)
+        found[f"{h}x{h}x{cin} -> {cout}, {k}x{k}"] = {"beyond_results": _peak(tf, lambda: step(x, upstream))
+                                                       - results, "input": 4 * batch * h * h * cin}
+    return found
+
+
+def _conv_gradients(tf, x, upstream, kernel):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tf.nn.conv2d(x, kernel, 1, "VALID")
+    return tape.gradient(out, [kernel, x], output_gradients=upstream)
+
+
+def _peak(tf, call) -> int:
+    """TensorFlow's allocator peak of `call` above what was in use before it (TF_CPU_ALLOCATOR_USE_BFC=true)."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    call()
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
 
 def measure(name: str, batch: int, steps: int) -> dict:
@@ -127,13 +202,13 @@ def _child(kind: str, name: str, batch: int, steps: int, env: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| Model | Optimizer (slots) | Memory predicted | Measured (allocator peak) | Ratio | RSS rise | "
-             "Step predicted | Measured (median) | Ratio | Ratio, cached figures |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Step predicted | Measured (median) | Ratio | Ratio, cached layer times | Load (1 min) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['optimizer']} ({r['slots']}) | {_mib(r['predicted_memory']['total'])} | "
                      f"{_mib(r['measured_memory'])} | {r['memory_ratio']:.2f} | {_mib(r['rss_rise'])} | "
                      f"{r['predicted_step']['total'] * 1e3:.1f} ms | {r['measured_step'] * 1e3:.1f} ms | "
-                     f"{r['step_ratio']:.2f} | {r['step_ratio_from_cache']:.2f} |")
+                     f"{r['step_ratio']:.2f} | {r['step_ratio_from_cache']:.2f} | {r['load_average']:.1f} |")
     return "\n".join(lines)
 
 
@@ -148,9 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--memory", metavar="MODEL", help="(internal) measure one model's memory in this process")
     parser.add_argument("--time", metavar="MODEL", help="(internal) time one model's steps in this process")
+    parser.add_argument("--update", action="store_true", help="the optimizers' update temporaries, here")
+    parser.add_argument("--conv", action="store_true", help="a convolution's gradient buffers, here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.predict.json")
     args = parser.parse_args(argv)
+    if args.update or args.conv:  # the allocator keeps statistics only when told before TensorFlow loads
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+        from runner.training.settings import import_tensorflow
+
+        import_tensorflow()
+        print(json.dumps(measure_update() if args.update else measure_conv(args.batch), indent=1))
+        return 0
     if args.memory or args.time:
+        from runner.training.settings import import_tensorflow
+
+        import_tensorflow()  # as xrun does (oneDNN on), before anything imports Keras
         print(json.dumps(measure_memory(args.memory, args.batch) if args.memory else
                          measure_time(args.time, args.batch, args.steps)))
         return 0

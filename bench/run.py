@@ -182,6 +182,8 @@ def keras_training(clock, model: str, examples: int, epochs: int, data: str | No
             "params": int(net.count_params()), "jit_compile": bool(net.jit_compile)}
 
 
+keras_training.plain_tensorflow = True  # its process imports TensorFlow as the script would (harness.side_main)
+
 # What a side process can run, by name. Module-level functions: the spawned process imports them by reference
 # (this file, __main__ here, is re-imported there as __mp_main__), so no lambdas or nested functions.
 SIDES = {"xrun": xrun_training, "keras": keras_training}

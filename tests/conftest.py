@@ -22,6 +22,14 @@ if (_OFFLINE_COPY / "mnist.npz").is_file():
     os.environ.setdefault("XRUN_DATA_DIR", str(_OFFLINE_COPY))
 
 
+def pytest_configure(config):
+    """TensorFlow imported through xrun before any test module imports Keras: the tests compute with the kernels
+    a run chooses on this machine (oneDNN's on x86-64, runner.training.settings), not TensorFlow's default."""
+    from runner.training.settings import import_tensorflow
+
+    import_tensorflow()
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

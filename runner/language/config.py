@@ -25,6 +25,7 @@ class Settings:
     seed: int
     seed_given: bool
     deterministic: bool
+    onednn: bool = False  # TensorFlow's oneDNN CPU kernels in use (switched on at its import, for the process)
 
 
 @dataclass(frozen=True, eq=False)

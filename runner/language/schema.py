@@ -438,7 +438,7 @@ def _branches(sub: dict, value):
     if "if" in sub:
         branch = sub.get("then") if _holds(sub["if"], value) else sub.get("else")
         yield from [branch] if isinstance(branch, dict) else []
-    table = _dispatch_table(sub.get("allOf"))
+    table = _once(_dispatch_table, sub.get("allOf"))
     if table is not None:  # `type` picks one branch: no need to test all thirty
         kind = value.get("type") if isinstance(value, dict) else None
         yield from [{"$ref": table[kind]}] if isinstance(kind, str) and kind in table else []
@@ -450,7 +450,26 @@ def _branches(sub: dict, value):
 
 
 def _holds(condition: dict, value) -> bool:
-    return _condition_validator(json.dumps(condition, sort_keys=True)).is_valid(value)
+    return _once(_validator_of, condition).is_valid(value)
+
+
+def _validator_of(condition: dict) -> jsonschema.Draft202012Validator:
+    return _condition_validator(json.dumps(condition, sort_keys=True))
+
+
+# What was derived from a node of the schema, by (how, the node's id): `xrun validate` asks again for every value
+# of every file. Each entry keeps its node, so the id cannot pass to another object while the entry is there.
+_DERIVED: dict[tuple, tuple] = {}
+
+
+def _once(derive: Callable, node):
+    """`derive(node)`, computed once per node of the schema (which is never changed once loaded)."""
+    found = _DERIVED.get((derive, id(node)))
+    if found is None or found[0] is not node:
+        if len(_DERIVED) > 4096:  # only schema nodes come here, a few hundred; the bound is for safety's sake
+            _DERIVED.clear()
+        found = _DERIVED[(derive, id(node))] = (node, derive(node))
+    return found[1]
 
 
 @lru_cache(maxsize=256)

@@ -50,6 +50,24 @@ _Loader.add_implicit_resolver(_YAML_TAG + "float", re.compile(r"^[-+]?(?:[0-9][0
                               list("-+0123456789"))
 
 
+class _CLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml's composer (C, several times faster than PyYAML's) reading scalars exactly as _Loader does."""
+
+
+_CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+# Text libyaml reads differently from PyYAML (found by composing ~100,000 generated or mutated documents with both):
+# tabs and the line breaks \r \x85 \u2028 \u2029, a byte-order mark, `?` (a plain scalar may hold it in a flow
+# collection for libyaml only), `!` (libyaml takes tag handles PyYAML refuses) and a block scalar header followed
+# by `#` without a space. Such a text goes to the Python composer.
+_C_DIVERGES = re.compile(r"[?!\t\r\x85\u2028\u2029\ufeff]|[|>][-+0-9]*#")
+# libyaml composes nested collections by recursing in C (~0.4 KB of stack a level here), outside Python's recursion
+# limit. Each level needs one of these characters, so a text with at most C_MAX_NESTING of them nests no deeper
+# (0.8 MB: within a 1 MB thread stack); the largest experiment has 259.
+_NESTING = "[{-:"
+C_MAX_NESTING = 2_000
+_SLOW = object()  # the Python composer must read this text
+
+
 @dataclass
 class Locations:
     """Where each value (and each mapping key) of a document was written."""
@@ -137,7 +155,7 @@ def parse(text: str, filename: str) -> tuple[dict, Locations]:
     if node is None:
         raise XrunError("the file is empty", where=Location(filename, 1, 1),
                         hint="an experiment is a YAML mapping with name, data, model, ...")
-    builder = _Builder(filename)
+    builder = _Builder(filename, text)
     data = builder.build(node, ())
     if not isinstance(data, dict):
         raise XrunError(f"the document is a {_kind(data)}, not a mapping", where=_mark(filename, node),
@@ -146,6 +164,50 @@ def parse(text: str, filename: str) -> tuple[dict, Locations]:
 
 
 def _compose_single(text: str, filename: str):
+    node = _compose_in_c(text) if yaml.__with_libyaml__ else _SLOW
+    return _compose_in_python(text, filename) if node is _SLOW else node
+
+
+def _compose_in_c(text: str):
+    """The document's node tree from libyaml, or _SLOW where only PyYAML's composer gives today's exact answer:
+    every error (its message and position) comes from the Python composer, which reads the text again."""
+    if _C_DIVERGES.search(text) or sum(map(text.count, _NESTING)) > C_MAX_NESTING:
+        return _SLOW
+    try:
+        loader = _CLoader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except Exception:  # noqa: BLE001 - whatever it is, the Python composer reports it as today
+        return _SLOW
+    return node if node is None or _same_as_python(node) else _SLOW
+
+
+def _same_as_python(root) -> bool:
+    """Whether the C tree is what the Python composer makes (plain scalars get its style, None), walking it
+    without recursion. An empty value (`key:`) is placed elsewhere by libyaml, and a tree deeper than MAX_DEPTH
+    is the Python composer's error to report."""
+    seen: set[int] = set()
+    stack = [(root, 1)]
+    while stack:  # depth first in document order, so a node is met first where it is written, not at an alias
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            return False
+        if isinstance(node, yaml.ScalarNode):
+            node.style = node.style or None
+            if node.style is None and node.value == "":
+                return False
+            continue
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        stack.extend((child, depth + 1) for child in reversed(children))
+    return True
+
+
+def _compose_in_python(text: str, filename: str):
     try:
         loader = _Loader(text)  # the reader checks for control characters here already
         loader.name = filename
@@ -213,8 +275,9 @@ def _kind(value) -> str:
 class _Builder:
     """Turns composed YAML nodes into dicts, lists and scalars, recording locations as it goes."""
 
-    def __init__(self, filename: str):
+    def __init__(self, filename: str, text: str):
         self.filename = filename
+        self.text = text
         self.locs = Locations()
         self.count = 0
         self.scalars = _Loader("")  # only its scalar constructors are used
@@ -226,8 +289,8 @@ class _Builder:
         self._check_limits(node, path)
         self.locs.values[path] = _mark(self.filename, node)
         if isinstance(node, yaml.ScalarNode):
-            if node.style is None and (listed := python_tuple(_written(node))):
-                raise XrunError(f"{_written(node)} is a Python tuple, which YAML reads as text",
+            if node.style is None and (listed := python_tuple(_written(node, self.text))):
+                raise XrunError(f"{_written(node, self.text)} is a Python tuple, which YAML reads as text",
                                 where=_mark(self.filename, node), path=dotted(path) or None,
                                 hint=f"write a YAML list: {listed}")
             return self.scalars.construct_object(node)
@@ -310,13 +373,13 @@ def python_tuple(text: str) -> str | None:
     return "[" + ", ".join("null" if item == "None" else item for item in items) + "]"
 
 
-def _written(node) -> str:
+def _written(node, source: str) -> str:
     """A plain scalar as written: `(3` in `{kernel_size: (3, 3)}` is read up to the comma, but was `(3, 3)`."""
-    mark, text = node.start_mark, node.value
-    if text.startswith("(") and ")" not in text and mark.buffer is not None:
-        line_end = mark.buffer.find("\n", mark.pointer)
-        close = mark.buffer.find(")", mark.pointer, None if line_end < 0 else line_end)
-        text = mark.buffer[mark.pointer:close + 1] if close > 0 else text
+    start, text = node.start_mark.index, node.value  # marks count characters in both composers
+    if text.startswith("(") and ")" not in text:
+        line_end = source.find("\n", start)
+        close = source.find(")", start, None if line_end < 0 else line_end)
+        text = source[start:close + 1] if close > 0 else text
     return text
 
 

@@ -3,8 +3,10 @@
 Forward FLOPs per image come from each layer's shapes (a multiply-add is 2 FLOPs); a training step costs about
 three forwards (the forward, the gradient with respect to the inputs and the one with respect to the weights).
 Memory is the state that lives through training (weights, gradients, optimizer slots) plus what one step holds:
-the input batch, the activations the backward pass reads, the two gradients in flight at the widest layer, and the
-buffers TensorFlow's CPU kernels for a convolution's gradients allocate. The machine's side (its FLOP/s, memory bandwidth, per-step overhead) is measured in runner.training.peak.
+the input batch, the activations the backward pass reads, the two gradients in flight at the widest layer, the
+buffers TensorFlow's own CPU kernels for a convolution's gradients allocate (none under oneDNN's), and the
+temporaries the optimizer's update of the largest weight holds. The step's time is measured, layer by layer, in
+runner.training.step_time.
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ KEPT = {"Flatten": 0, "Reshape": 0, "InputLayer": 0, "Dropout": 2}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 WORKING_SET = (30 << 20) // 4  # float32 elements: TensorFlow's CPU conv-gradient kernels' im2col target
 
+# Temporaries of a weight's size one update holds at its peak, by (optimizer, slots): TensorFlow's allocator peak
+# of one apply() on a 16 MiB variable, less the variable, slots and gradient (bench/predict_cost.py --update):
+# each element-wise step of the update formula (Adadelta's accumulators, square roots and quotient) is a tensor.
+UPDATE_TEMPORARIES = {("Adadelta", 2): 4, ("Adam", 2): 2, ("RMSprop", 1): 3, ("SGD", 0): 1, ("SGD", 1): 2}
+MOST_TEMPORARIES = 4  # an optimizer not measured: the most of those measured
+
 
 @dataclass(frozen=True)
 class Memory:
@@ -105,6 +113,7 @@ class Memory:
     gradients_in_flight: int
     input_batch: int
     conv_workspace: int
+    update_temporaries: int
 
     @property
     def total(self) -> int:
@@ -147,15 +156,25 @@ def optimizer_slots(optimizer) -> int:
     return sum(_size(v.shape) for v in copy.variables if tuple(v.shape) == (7,)) // 7
 
 
-def conv_workspace(model, on_gpu: bool = False) -> int:
-    """The largest im2col buffers of TensorFlow's CPU kernels for a convolution's gradients: whole images'
-    patches, as many as fit a 30 MiB working set (tensorflow/core/kernels/conv_grad_*_ops.cc), allocated whatever
-    the batch; the kernel gradient's and the input gradient's run at once (none for a conv on the model's input).
-    On a GPU cuDNN chooses its own workspace, which is not counted."""
+def update_temporaries(optimizer) -> int:
+    """Temporaries of a weight's size the update of `optimizer` holds at once (UPDATE_TEMPORARIES)."""
+    return UPDATE_TEMPORARIES.get((type(optimizer).__name__, optimizer_slots(optimizer)), MOST_TEMPORARIES)
+
+
+def conv_workspace(model, kernels: str = "tensorflow") -> int:
+    """The largest buffers a convolution's gradients allocate from TensorFlow's allocator, by the kernels in use
+    (KERNELS): "tensorflow", its own CPU kernels; "onednn", oneDNN's; "gpu", cuDNN's."""
+    return KERNELS[kernels](model)
+
+
+def _im2col_workspace(model) -> int:
+    """TensorFlow's own CPU kernels: im2col buffers of whole images' patches, as many as fit a 30 MiB working set
+    (tensorflow/core/kernels/conv_grad_*_ops.cc), allocated whatever the batch; the kernel gradient's and the
+    input gradient's run at once (none for a conv on the model's input)."""
     inputs = {id(t) for t in model.inputs}
     sizes = [_im2col_bytes(layer) * (1 if id(layer.input) in inputs else 2) for layer in model.layers
              if type(layer).__name__ == "Conv2D"]
-    return 0 if on_gpu else max(sizes, default=0)
+    return max(sizes, default=0)
 
 
 def _im2col_bytes(layer) -> int:
@@ -165,27 +184,19 @@ def _im2col_bytes(layer) -> int:
     return 4 * math.ceil(WORKING_SET / per_image) * out_image * patch
 
 
-def training_memory(model, batch: int, slots: int, on_gpu: bool = False) -> Memory:
-    """Predicted peak bytes of training `model` at `batch` images with an optimizer of `slots` slots per weight."""
+# A convolution's gradient buffers by kernels. oneDNN's (xrun's default on x86-64) take next to nothing from
+# TensorFlow's allocator: at batch 128 its peak over a conv's two gradients was their results plus 0-0.2 MiB for
+# kernels up to 1 MiB and 3.4-3.6 MiB for kernels of 12-25 MiB (bench/predict_cost.py --conv), against the 17-58
+# MiB of im2col buffers of TensorFlow's own kernels. On a GPU cuDNN chooses its own workspace, not counted.
+KERNELS = {"tensorflow": _im2col_workspace, "onednn": lambda model: 0, "gpu": lambda model: 0}
+
+
+def training_memory(model, batch: int, slots: int, temporaries: int = 0, kernels: str = "tensorflow") -> Memory:
+    """Predicted peak bytes of training `model` at `batch` images with an optimizer of `slots` slots per weight
+    whose update holds `temporaries` copies of the largest weight, its convolutions run by `kernels`."""
     trainable = _variable_bytes(model.trainable_weights)
+    largest = max((_variable_bytes([v]) for v in model.trainable_weights), default=0)
     return Memory(weights=_variable_bytes(model.weights), gradients=trainable, optimizer_slots=slots * trainable,
                   activations=activation_bytes(model, batch), gradients_in_flight=gradients_in_flight(model, batch),
-                  input_batch=input_bytes(model, batch), conv_workspace=conv_workspace(model, on_gpu))
-
-
-# --- time ----------------------------------------------------------------------------------------------------
-
-# Bytes moved per byte of a kept activation in one step: written by the forward, read by the backward, and its
-# gradient written and read. Per trained weight: the gradient read, the weight read and written, each slot too.
-ACTIVATION_PASSES = 4
-UPDATE_PASSES = 3
-
-
-def step_seconds(model, batch: int, slots: int, machine: dict) -> dict:
-    """Predicted seconds of one training step, by part: the FLOPs at the machine's measured conv rate, the
-    activations' and the update's bytes at its measured bandwidth, and fit's measured per-step overhead."""
-    trainable = _variable_bytes(model.trainable_weights)
-    moved = ACTIVATION_PASSES * activation_bytes(model, batch) + (UPDATE_PASSES + 2 * slots) * trainable
-    parts = {"arithmetic": batch * training_flops_per_image(model) / machine["flops"],
-             "memory_traffic": moved / machine["bandwidth"], "overhead": machine["step_overhead"]}
-    return {**parts, "total": sum(parts.values())}
+                  input_batch=input_bytes(model, batch), conv_workspace=conv_workspace(model, kernels),
+                  update_temporaries=temporaries * largest)

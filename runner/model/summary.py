@@ -52,17 +52,17 @@ def print_model_table(info: dict, title: str, console: Console | None = None) ->
 def print_cost(cost: dict, console: Console | None = None) -> None:
     """The training's predicted peak memory by part and step time by part (`training_cost` of `xrun summary`)."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    memory, step, machine = cost["memory"], cost["step_seconds"], cost["machine"]
-    parts = "  ".join(f"{k.replace('_', ' ')} {_mib(v)}" for k, v in memory.items() if k != "total")
+    memory, step = cost["memory"], cost["step_seconds"]
+    named = [f"{k.replace('_', ' ')} {_mib(v)}" for k, v in memory.items() if k != "total" and v]
+    parts = "\n  ".join(", ".join(named[i:i + 4]) for i in range(0, len(named), 4))  # 4 a line: no wrapping
     available = "" if cost["available_memory"] is None else f" of {_mib(cost['available_memory'])} available"
     console.print(f"Training at batch_size {cost['batch_size']} ({cost['optimizer']}, {cost['optimizer_slots']} "
                   f"slot(s) per weight): peak memory about {_mib(memory['total'])}{available}", highlight=False)
     console.print(f"  {parts}", highlight=False)
-    console.print(f"Step time about {step['total'] * 1e3:.1f} ms on this machine: arithmetic "
-                  f"{step['arithmetic'] * 1e3:.1f} ms ({cost['training_flops_per_image'] * cost['batch_size'] / 1e9:.2f}"
-                  f" GFLOP at {machine['flops'] / 1e9:.1f} GFLOP/s), memory traffic {step['memory_traffic'] * 1e3:.1f} "
-                  f"ms (at {machine['bandwidth'] / 1e9:.1f} GB/s), overhead {step['overhead'] * 1e3:.1f} ms",
-                  highlight=False)
+    console.print(f"Step time about {step['total'] * 1e3:.1f} ms on this machine: layers {step['layers'] * 1e3:.1f} "
+                  f"ms ({cost['training_flops_per_image'] * cost['batch_size'] / 1e9:.2f} GFLOP, each layer measured "
+                  f"here), update {step['update'] * 1e3:.1f} ms, loss {step['loss'] * 1e3:.1f} ms, overhead "
+                  f"{step['overhead'] * 1e3:.1f} ms", highlight=False)
 
 
 def _mib(n: int) -> str:

@@ -287,7 +287,7 @@ def _static_tags(config: Config) -> dict:
             names.VERSION: __version__, "tensorflow.version": tf.__version__, "keras.version": keras.__version__,
             "python.version": platform.python_version(), "device": settings.device,
             "precision": settings.precision, "jit_compile": settings.jit_compile,
-            "deterministic": settings.deterministic, names.EXPERIMENT_FILE: str(spec.path), **_git_tags(spec.path)}
+            "deterministic": settings.deterministic, "onednn": settings.onednn, names.EXPERIMENT_FILE: str(spec.path), **_git_tags(spec.path)}
 
 
 def _git_tags(path: Path) -> dict:
@@ -315,6 +315,7 @@ def _log_inputs(job: _Job) -> None:
     params.update({"runtime.precision": settings.precision, "runtime.jit_compile": settings.jit_compile,
                    "runtime.steps_per_execution": settings.steps_per_execution,
                    "runtime.deterministic": settings.deterministic, "runtime.seed_given": settings.seed_given,
+                   "runtime.onednn": settings.onednn,
                    "runtime.overrides": " ".join(spec.overrides)})
     run.log_params(params)
 

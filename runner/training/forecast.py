@@ -13,34 +13,47 @@ import keras
 
 from runner.errors import XrunError
 from runner.model import cost
-from runner.training import build, peak
+from runner.training import build, peak, step_time
 
 
 def forecast(config, model) -> dict:
     """The prediction `xrun summary` shows: memory by part, step seconds by part, against this machine."""
     machine, batch = peak.machine(), config.training.batch_size
-    slots = _slots(config)
-    return {"batch_size": batch, "optimizer": config.optimizer.type, "optimizer_slots": slots,
+    optimizer = _optimizer(config)
+    step = step_time.step_seconds(model, batch, optimizer, build.loss(config.loss))
+    return {"batch_size": batch, "optimizer": config.optimizer.type, "optimizer_slots": cost.optimizer_slots(optimizer),
             "training_flops_per_image": cost.training_flops_per_image(model),
-            "memory": cost.training_memory(model, batch, slots, on_gpu=_on_gpu()).as_dict(),
-            "available_memory": available_memory(), "step_seconds": cost.step_seconds(model, batch, slots, machine),
-            "machine": machine}
+            "memory": memory(model, batch, optimizer).as_dict(),
+            "available_memory": available_memory(), "step_seconds": step, "machine": machine}
 
 
-def _slots(config) -> int:
-    return cost.optimizer_slots(build.optimizer(config.optimizer, 1, config.training.epochs))
+def _optimizer(config):
+    return build.optimizer(config.optimizer, 1, config.training.epochs)
+
+
+def memory(model, batch: int, optimizer) -> cost.Memory:
+    """The predicted peak bytes of training `model` with `optimizer` here, with the convolution kernels in use."""
+    return cost.training_memory(model, batch, cost.optimizer_slots(optimizer), cost.update_temporaries(optimizer),
+                                kernels())
+
+
+def kernels() -> str:
+    """Which kernels run this process's convolutions (a key of cost.KERNELS)."""
+    from runner.training.settings import onednn_enabled
+
+    return "gpu" if _on_gpu() else "onednn" if onednn_enabled() else "tensorflow"
 
 
 def check_fits(config, model) -> None:
     """Refuse, at training.batch_size's line, a training whose predicted memory exceeds what is available."""
     batch = config.training.batch_size
-    memory = cost.training_memory(model, batch, _slots(config), on_gpu=_on_gpu()).as_dict()
-    need, have = memory["total"], available_memory()
+    predicted = memory(model, batch, _optimizer(config)).as_dict()
+    need, have = predicted["total"], available_memory()
     if have is None or need <= have:
         return
-    fixed = need - _per_batch(memory)
+    fixed = need - _per_batch(predicted)
     fits = batch * (have - fixed) // (need - fixed) if have > fixed else 0
-    raise XrunError(f"training at batch_size {batch} needs about {_mib(need)} ({_parts(memory)}) but "
+    raise XrunError(f"training at batch_size {batch} needs about {_mib(need)} ({_parts(predicted)}) but "
                     f"{_mib(have)} is available", where=config.locate(("training", "batch_size")),
                     path="training.batch_size",
                     hint=f"lower training.batch_size (about {fits} fits)" if fits else "a smaller model, or a "

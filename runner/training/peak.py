@@ -1,7 +1,8 @@
-"""This machine's training speed, measured once and cached: a convolution's training FLOP/s, the bandwidth of an
-elementwise op, and fit's per-step overhead; and the process's memory, read from TensorFlow's allocator or Linux.
+"""This machine's training speed, measured once and cached: a convolution's training FLOP/s and fit's per-step
+overhead, and beside them the seconds of each layer, update and loss measured here (runner.training.step_time).
 
-The figures depend on the CPU (model, flags, cores), the GPU if any and TensorFlow's version, so the cache in
+The figures depend on the CPU (model, flags, cores), the GPU if any, TensorFlow's version and whether its oneDNN
+kernels are on, so the cache in
 ~/.cache/xrun/machine.json (or $XRUN_CACHE_DIR) is keyed by those; a second call reads it instead of measuring.
 """
 
@@ -18,7 +19,6 @@ import time
 from pathlib import Path
 
 CONV_SHAPE = (64, 14, 14, 32, 64, 3)  # batch, height, width, in, out channels, kernel: a mid-sized MNIST conv
-BANDWIDTH_ELEMENTS = 2 * 2**20        # 8 MiB of float32 in, 8 out: an activation's size at batch 128
 
 
 def cache_file() -> Path:
@@ -36,23 +36,56 @@ def _cpu() -> tuple[str, str]:
 
 
 def machine_key() -> str:
-    """What the figures depend on: CPU model, flags, usable cores, GPUs and TensorFlow's version."""
+    """What the figures depend on: CPU model, flags, usable cores, GPUs, TensorFlow's version and kernels."""
+    from runner.training.settings import onednn_enabled
+
     tf = _tf()
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    parts = [*_cpu(), str(len(os.sched_getaffinity(0))), ",".join(gpus), tf.__version__]
+    parts = [*_cpu(), str(len(os.sched_getaffinity(0))), ",".join(gpus), tf.__version__, f"onednn={onednn_enabled()}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+TIMINGS = "timings"  # beside a machine's figures: seconds of the layers, updates and losses measured on it
 
 
 def machine(measure=None) -> dict:
     """This machine's figures (see `measure`), from the cache when it has them for this machine."""
-    path, key = cache_file(), machine_key()
+    key = machine_key()
+    entry = _read(cache_file()).get(key, {})
+    if "flops" not in entry:
+        figures = {**(measure or measure_machine)(), "cpu": _cpu()[0]}
+        entry = _change(key, lambda old: {**old, **figures})
+    return {k: v for k, v in entry.items() if k != TIMINGS}
+
+
+# A timing taken while other work had this much more of the machine (1-minute load average) than now is taken
+# again, and the quicker kept: a layer first measured on a busy machine is not slow for ever.
+QUIETER_BY = 1.0
+
+
+def timed(measures: dict, load: float | None = None) -> dict[str, float]:
+    """Seconds for each key of `measures` (key -> a function measuring them): the cached ones read, the others (and
+    those cached on a busier machine than now) measured, each once, and cached together in one write."""
+    key, load = machine_key(), os.getloadavg()[0] if load is None else load
+    known = _read(cache_file()).get(key, {}).get(TIMINGS, {})
+    stale = [k for k in measures if k not in known or known[k]["load"] > load + QUIETER_BY]
+    fresh = {k: {"seconds": min(measures[k](), known.get(k, {}).get("seconds", math.inf)), "load": load}
+             for k in stale}
+    if fresh:
+        _change(key, lambda old: {**old, TIMINGS: {**old.get(TIMINGS, {}), **fresh}})
+    return {k: {**known, **fresh}[k]["seconds"] for k in measures}
+
+
+def _change(key: str, change) -> dict:
+    """This machine's entry changed by `change`, written whole; the file is read again first, so what another
+    process wrote meanwhile is kept."""
+    path = cache_file()
     cached = _read(path)
-    if key not in cached:
-        cached = {**_read(path), key: {**(measure or measure_machine)(), "cpu": _cpu()[0]}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(cached, indent=1, sort_keys=True) + "\n")
-        os.replace(partial, path)  # whole: another process measuring at once never reads half a file
+    cached[key] = change(cached.get(key, {}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(cached, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, path)  # whole: another process measuring at once never reads half a file
     return cached[key]
 
 
@@ -64,9 +97,9 @@ def _read(path: Path) -> dict:
 
 
 def measure_machine() -> dict:
-    """`flops` (a conv's forward and backward, FLOP/s), `bandwidth` (bytes/s of an elementwise op) and
+    """`flops` (a conv's forward and backward, FLOP/s: the rate a run's GFLOP/s are compared with) and
     `step_overhead` (seconds per step of fit on a model with almost no arithmetic). A few seconds in all."""
-    return {"flops": conv_rate(), "bandwidth": bandwidth(), "step_overhead": fit_overhead()}
+    return {"flops": conv_rate(), "step_overhead": fit_overhead()}
 
 
 def _tf():
@@ -102,14 +135,6 @@ def conv_rate(seconds: float = 1.0) -> float:
 
     flops = 3 * 2 * k * k * cin * cout * h * w * n
     return flops / _fastest(lambda: [g.numpy() for g in step()], seconds)
-
-
-def bandwidth(seconds: float = 0.5) -> float:
-    """Bytes/s an elementwise op streams (one read, one write per element)."""
-    tf = _tf()
-    x = tf.fill((BANDWIDTH_ELEMENTS,), 0.5)
-    scale = tf.function(lambda t: t * 1.0001)
-    return 2 * 4 * BANDWIDTH_ELEMENTS / _fastest(lambda: scale(x).numpy(), seconds)
 
 
 def fit_overhead(steps: int = 30) -> float:

@@ -24,13 +24,46 @@ def import_tensorflow():
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, _onednn_switched_on():
             os.dup2(devnull.fileno(), 2)
             import tensorflow
     finally:
         os.dup2(saved, 2)
         os.close(saved)
     return tensorflow
+
+
+# TensorFlow's switch for its oneDNN kernels. Unset, TensorFlow turns them on by itself only on CPUs with
+# AVX512_VNNI, AVX512_BF16 or AMX; on a 2-core AMD EPYC with AVX2 alone they trained model1 1.39x and model8 1.1x
+# faster than TensorFlow's own kernels, op determinism on (bench/levers.py, bench/results.levers.json), so xrun
+# turns them on for every x86-64 CPU. A value the user set is theirs and kept.
+ONEDNN_SWITCH = "TF_ENABLE_ONEDNN_OPTS"
+ONEDNN_MACHINES = frozenset({"x86_64", "amd64"})
+
+
+@contextmanager
+def _onednn_switched_on():
+    """oneDNN on for this process's TensorFlow, the environment left as the user had it afterwards (a script or
+    notebook xrun starts, or the bench's Keras script, gets TensorFlow's own choice)."""
+    if ONEDNN_SWITCH in os.environ or platform.machine().lower() not in ONEDNN_MACHINES:
+        yield
+        return
+    os.environ[ONEDNN_SWITCH] = "1"
+    try:
+        yield
+        from tensorflow.python.util import _pywrap_util_port
+
+        _pywrap_util_port.IsMklEnabled()  # TensorFlow reads the switch once, on first use: now, while it is set
+    finally:
+        os.environ.pop(ONEDNN_SWITCH, None)
+
+
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs its oneDNN kernels (recorded with each run)."""
+    import_tensorflow()
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def settings_for(training: Training) -> Settings:
@@ -50,7 +83,8 @@ def settings_for(training: Training) -> Settings:
         # Every run has a seed (given, or drawn and recorded in resolved.yaml), and on the CPU it repeats exactly
         # only with op determinism, which costs no measurable time there. Drawn seeds get it too, so the resolved
         # YAML reproduces the run. GPU kernels may lack deterministic versions, so GPU runs are left as they are.
-        deterministic=not gpus)
+        deterministic=not gpus,
+        onednn=onednn_enabled())
 
 
 def _precision(asked: str, gpus: list) -> str:

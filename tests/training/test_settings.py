@@ -1,5 +1,10 @@
 """How a run's `auto` settings are decided for the machine: precision from the CPU's instructions."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 
 from runner.training import settings
@@ -32,3 +37,22 @@ def test_auto_precision_on_a_cpu_follows_its_bfloat16_instructions(monkeypatch, 
 def test_an_asked_precision_is_kept_whatever_the_cpu(monkeypatch, asked):
     monkeypatch.setattr(settings, "cpu_has_bfloat16", lambda: True)
     assert settings._precision(asked, gpus=[]) == asked
+
+
+_ONEDNN_PROBE = ("import os; from runner.training.settings import import_tensorflow, onednn_enabled; "
+                 "import_tensorflow(); print(onednn_enabled(), os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+
+
+def _onednn_in_a_fresh_process(**env) -> str:
+    base = {k: v for k, v in os.environ.items() if k != settings.ONEDNN_SWITCH}
+    done = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], env={**base, **env}, capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.slow  # two fresh TensorFlow imports
+@pytest.mark.skipif(platform.machine().lower() not in settings.ONEDNN_MACHINES,
+                    reason="xrun leaves TensorFlow's own choice of kernels off x86-64")
+def test_onednn_is_switched_on_for_tensorflow_and_the_environment_left_as_it_was():
+    assert _onednn_in_a_fresh_process() == "True None"  # on, and nothing left behind for child processes
+    assert _onednn_in_a_fresh_process(TF_ENABLE_ONEDNN_OPTS="0") == "False 0"  # the user's own switch is kept
