@@ -24,9 +24,13 @@ if (_OFFLINE_COPY / "mnist.npz").is_file():
 
 def pytest_configure(config):
     """TensorFlow imported through xrun before any test module imports Keras: the tests compute with the kernels
-    a run chooses on this machine (oneDNN's on x86-64, runner.training.settings), not TensorFlow's default."""
+    a run chooses on this machine (oneDNN's on x86-64, runner.training.settings), not TensorFlow's default. The
+    machine figures and layer timings xrun caches go to a folder of this session, never the user's home."""
+    import tempfile
+
     from runner.training.settings import import_tensorflow
 
+    os.environ.setdefault("XRUN_CACHE_DIR", tempfile.mkdtemp(prefix="xrun-tests-cache-"))
     import_tensorflow()
 
 

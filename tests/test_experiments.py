@@ -105,10 +105,17 @@ def test_every_pinned_experiment_exists():
     assert set(PARAMS) == {p.stem for p in FILES}
 
 
+def _untimed(monkeypatch):
+    """The summary's step time not measured: these tests read its table (model10's layers take ~30 s to time)."""
+    from runner.training import peak
+    monkeypatch.setattr(peak, "timed", lambda measures, load=None: dict.fromkeys(measures, 0.0))
+
+
 def test_model10_summary_shows_the_branches_and_the_merge(monkeypatch, capsys):
     path = EXPERIMENTS / "model10.yaml"
     from runner.model import compiler
     monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])  # the model built above
+    _untimed(monkeypatch)
     assert cli.main(["summary", str(path), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     rows = {row["name"]: row for row in info["layers"]}
@@ -127,6 +134,7 @@ def test_model10_table_lists_the_inputs(monkeypatch, capsys):
     path = EXPERIMENTS / "model10.yaml"
     from runner.model import compiler
     monkeypatch.setattr(compiler, "build_model", lambda spec: built(path)[1])
+    _untimed(monkeypatch)
     assert cli.main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
     assert "Inputs" in out and "branch_1x1, branch_3x3, branch_5x5, branch_pool" in out
