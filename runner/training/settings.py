@@ -51,18 +51,19 @@ def _onednn_switched_on():
     os.environ[ONEDNN_SWITCH] = "1"
     try:
         yield
-        from tensorflow.python.util import _pywrap_util_port
-
-        _pywrap_util_port.IsMklEnabled()  # TensorFlow reads the switch once, on first use: now, while it is set
+        onednn_enabled()  # TensorFlow reads the switch once, on first use: now, while it is set
     finally:
         os.environ.pop(ONEDNN_SWITCH, None)
 
 
 def onednn_enabled() -> bool:
-    """Whether this process's TensorFlow runs its oneDNN kernels (recorded with each run)."""
-    import_tensorflow()
-    from tensorflow.python.util import _pywrap_util_port
-
+    """Whether this process's TensorFlow runs its oneDNN kernels (recorded with each run); False where TensorFlow
+    does not say (its private module is pinned to exist in the versions xrun supports)."""
+    import_tensorflow()  # through xrun, so that asking never imports TensorFlow without the switch
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
