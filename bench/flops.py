@@ -24,12 +24,12 @@ from runner.model.cost import (  # noqa: E402, F401
     largest_conv,
     training_flops_per_image,
 )
-from runner.training.peak import _fastest  # noqa: E402
+from runner.training.peak import fastest  # noqa: E402
 
 
 def _best_rate(step, flops: float, seconds: float = 2.0) -> float:
     """FLOP/s of the fastest of repeated calls of `step` over about `seconds` (after one warm-up call)."""
-    return flops / _fastest(step, seconds)
+    return flops / fastest(step, seconds)
 
 
 def matmul_peak(n: int = 2048, dtype: str = "float32") -> float:

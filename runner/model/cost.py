@@ -156,9 +156,11 @@ def optimizer_slots(optimizer) -> int:
     return sum(_size(v.shape) for v in copy.variables if tuple(v.shape) == (7,)) // 7
 
 
-def update_temporaries(optimizer) -> int:
-    """Temporaries of a weight's size the update of `optimizer` holds at once (UPDATE_TEMPORARIES)."""
-    return UPDATE_TEMPORARIES.get((type(optimizer).__name__, optimizer_slots(optimizer)), MOST_TEMPORARIES)
+def update_temporaries(optimizer, slots: int | None = None) -> int:
+    """Temporaries of a weight's size the update of `optimizer` (with `slots`, when already counted) holds at
+    once (UPDATE_TEMPORARIES)."""
+    slots = optimizer_slots(optimizer) if slots is None else slots
+    return UPDATE_TEMPORARIES.get((type(optimizer).__name__, slots), MOST_TEMPORARIES)
 
 
 def conv_workspace(model, kernels: str = "tensorflow") -> int:

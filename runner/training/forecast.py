@@ -33,8 +33,8 @@ def _optimizer(config):
 
 def memory(model, batch: int, optimizer) -> cost.Memory:
     """The predicted peak bytes of training `model` with `optimizer` here, with the convolution kernels in use."""
-    return cost.training_memory(model, batch, cost.optimizer_slots(optimizer), cost.update_temporaries(optimizer),
-                                kernels())
+    slots = cost.optimizer_slots(optimizer)
+    return cost.training_memory(model, batch, slots, cost.update_temporaries(optimizer, slots), kernels())
 
 
 def kernels() -> str:

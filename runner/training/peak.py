@@ -108,14 +108,16 @@ def _tf():
     return import_tensorflow()
 
 
-def _fastest(call, seconds: float) -> float:
-    """The fastest of repeated calls of `call` over about `seconds`, after one to warm up."""
+def fastest(call, seconds: float, at_most: int | None = None) -> float:
+    """The fastest of timed calls of `call`, after one that warms it up (traces it): calls until `seconds` are
+    spent in them, and no more than `at_most`."""
     call()
-    best, deadline = math.inf, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    best, spent, calls = math.inf, 0.0, 0
+    while spent < seconds and (at_most is None or calls < at_most):
         started = time.perf_counter()
         call()
-        best = min(best, time.perf_counter() - started)
+        took = time.perf_counter() - started
+        best, spent, calls = min(best, took), spent + took, calls + 1
     return best
 
 
@@ -134,7 +136,7 @@ def conv_rate(seconds: float = 1.0) -> float:
         return tape.gradient(total, [x, kernel])
 
     flops = 3 * 2 * k * k * cin * cout * h * w * n
-    return flops / _fastest(lambda: [g.numpy() for g in step()], seconds)
+    return flops / fastest(lambda: [g.numpy() for g in step()], seconds)
 
 
 def fit_overhead(steps: int = 30) -> float:

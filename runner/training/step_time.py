@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 
 from runner.training import peak
 
@@ -56,16 +55,7 @@ def _config(thing) -> dict:
 
 def fastest(call) -> float:
     """The fastest of up to REPEATS timed calls of `call`, after one that traces it; fewer once ENOUGH is spent."""
-    call()
-    best = spent = 0.0
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        call()
-        took = time.perf_counter() - started
-        best, spent = min(best, took) if spent else took, spent + took
-        if spent >= ENOUGH:
-            break
-    return best
+    return peak.fastest(call, ENOUGH, REPEATS)
 
 
 def _draw(tensor, batch: int, seed: int):
